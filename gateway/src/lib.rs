@@ -1,0 +1,1 @@
+//! Sluice gateway: the data plane in front of every model provider.

@@ -1,0 +1,1 @@
+//! Sluice operator: controllers that compile custom resources into gateway configuration.

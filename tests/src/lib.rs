@@ -1,0 +1,1 @@
+//! Test support: the control-plane harness and wire-faithful mock providers.
