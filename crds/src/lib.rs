@@ -4,6 +4,7 @@
 //! mode both call the same pure code.
 
 pub mod conditions;
+pub mod config;
 pub mod crdgen;
 pub mod duration;
 pub mod v1alpha1;
