@@ -8,14 +8,18 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: expected a number with a unit (ms, s, m, h), e.g. \"250ms\" or \"1h30m\"")]
+#[error(
+    "invalid duration {input:?}: expected a number with a unit (ms, s, m, h), e.g. \"250ms\" or \"1h30m\""
+)]
 pub struct ParseDurationError {
     input: String,
 }
 
 /// Parses a duration such as `"1.5s"` or `"1h30m"`.
 pub fn parse(input: &str) -> Result<Duration, ParseDurationError> {
-    let error = || ParseDurationError { input: input.to_owned() };
+    let error = || ParseDurationError {
+        input: input.to_owned(),
+    };
     if input.is_empty() {
         return Err(error());
     }
@@ -47,11 +51,11 @@ pub fn parse(input: &str) -> Result<Duration, ParseDurationError> {
 /// Formats a duration in the same syntax (whole milliseconds).
 pub fn format(duration: Duration) -> String {
     let ms = duration.as_millis();
-    if ms % 3_600_000 == 0 && ms > 0 {
+    if ms.is_multiple_of(3_600_000) && ms > 0 {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 && ms > 0 {
+    } else if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1_000 == 0 && ms > 0 {
+    } else if ms.is_multiple_of(1_000) && ms > 0 {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")

@@ -3,10 +3,13 @@
 //! This crate carries no async runtime and no Kubernetes client: the operator and the gateway's local
 //! mode both call the same pure code.
 
+pub mod compile;
 pub mod conditions;
 pub mod config;
 pub mod crdgen;
 pub mod duration;
+pub mod manifests;
+pub mod pricing;
 pub mod v1alpha1;
 
 /// API group of every Sluice custom resource.

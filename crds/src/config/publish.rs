@@ -36,7 +36,11 @@ pub fn shard_key(i: usize) -> String {
 /// Name of the object that holds shard `i` of the ConfigMap half (`part = "config"`) or the Secret
 /// half (`part = "secrets"`) for a gateway. Shard 0 lives with the index.
 pub fn object_name(gateway: &str, part: &str, i: usize) -> String {
-    if i == 0 { format!("sluice-{gateway}-{part}") } else { format!("sluice-{gateway}-{part}-{i}") }
+    if i == 0 {
+        format!("sluice-{gateway}-{part}")
+    } else {
+        format!("sluice-{gateway}-{part}-{i}")
+    }
 }
 
 /// The index of one published half.
@@ -80,7 +84,9 @@ impl Published {
 pub enum PublishError {
     #[error("encoding the snapshot: {0}")]
     Encode(#[from] std::io::Error),
-    #[error("the compressed snapshot is {bytes} bytes, above the {max} bytes that {MAX_SHARDS} shards hold")]
+    #[error(
+        "the compressed snapshot is {bytes} bytes, above the {max} bytes that {MAX_SHARDS} shards hold"
+    )]
     TooLarge { bytes: usize, max: usize },
 }
 
@@ -91,7 +97,9 @@ pub enum LoadError {
     MissingIndex,
     #[error("{INDEX_KEY} is not valid: {0}")]
     BadIndex(serde_json::Error),
-    #[error("schema version {found} is newer than this gateway understands ({SCHEMA_VERSION}); upgrade the gateway")]
+    #[error(
+        "schema version {found} is newer than this gateway understands ({SCHEMA_VERSION}); upgrade the gateway"
+    )]
     UnsupportedSchema { found: u32 },
     #[error("unknown encoding {0:?}")]
     UnknownEncoding(String),
@@ -102,8 +110,13 @@ pub enum LoadError {
     #[error("decompressing: {0}")]
     Decompress(std::io::Error),
     #[error("decoding the {part}: {source}")]
-    Decode { part: &'static str, source: serde_json::Error },
-    #[error("config and secrets belong to different snapshots ({config} vs {secrets}); waiting for both to update")]
+    Decode {
+        part: &'static str,
+        source: serde_json::Error,
+    },
+    #[error(
+        "config and secrets belong to different snapshots ({config} vs {secrets}); waiting for both to update"
+    )]
     HashMismatch { config: String, secrets: String },
     #[error("the snapshot content does not match its hash {0}")]
     ContentHash(String),
@@ -113,28 +126,44 @@ const ENCODING: &str = "gzip+json";
 
 /// Publishes both halves of a snapshot.
 pub fn publish_snapshot(snapshot: &Snapshot) -> Result<(Published, Published), PublishError> {
-    Ok((publish_half(&snapshot.config, &snapshot.hash)?, publish_half(&snapshot.secrets, &snapshot.hash)?))
+    Ok((
+        publish_half(&snapshot.config, &snapshot.hash)?,
+        publish_half(&snapshot.secrets, &snapshot.hash)?,
+    ))
 }
 
 /// Compresses and shards one half.
-pub fn publish_half<T: Serialize>(half: &T, snapshot_hash: &str) -> Result<Published, PublishError> {
+pub fn publish_half<T: Serialize>(
+    half: &T,
+    snapshot_hash: &str,
+) -> Result<Published, PublishError> {
     let json = serde_json::to_vec(half).map_err(std::io::Error::other)?;
     let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::default());
     encoder.write_all(&json)?;
     let compressed = encoder.finish()?;
     let max = MAX_SHARD_BYTES * MAX_SHARDS;
     if compressed.len() > max {
-        return Err(PublishError::TooLarge { bytes: compressed.len(), max });
+        return Err(PublishError::TooLarge {
+            bytes: compressed.len(),
+            max,
+        });
     }
     let shards: Vec<Vec<u8>> = if compressed.is_empty() {
         vec![Vec::new()]
     } else {
-        compressed.chunks(MAX_SHARD_BYTES).map(<[u8]>::to_vec).collect()
+        compressed
+            .chunks(MAX_SHARD_BYTES)
+            .map(<[u8]>::to_vec)
+            .collect()
     };
     let refs = shards
         .iter()
         .enumerate()
-        .map(|(i, bytes)| ShardRef { key: shard_key(i), sha256: hex::encode(Sha256::digest(bytes)), bytes: bytes.len() as u64 })
+        .map(|(i, bytes)| ShardRef {
+            key: shard_key(i),
+            sha256: hex::encode(Sha256::digest(bytes)),
+            bytes: bytes.len() as u64,
+        })
         .collect();
     let index = PublishIndex {
         schema_version: SCHEMA_VERSION,
@@ -152,24 +181,34 @@ pub fn load_half<T: DeserializeOwned>(
     index: Option<&[u8]>,
     shard: impl Fn(&str) -> Option<Vec<u8>>,
 ) -> Result<(PublishIndex, T), LoadError> {
-    let index: PublishIndex = serde_json::from_slice(index.ok_or(LoadError::MissingIndex)?).map_err(LoadError::BadIndex)?;
+    let index: PublishIndex = serde_json::from_slice(index.ok_or(LoadError::MissingIndex)?)
+        .map_err(LoadError::BadIndex)?;
     if index.schema_version > SCHEMA_VERSION {
-        return Err(LoadError::UnsupportedSchema { found: index.schema_version });
+        return Err(LoadError::UnsupportedSchema {
+            found: index.schema_version,
+        });
     }
     if index.encoding != ENCODING {
         return Err(LoadError::UnknownEncoding(index.encoding));
     }
     let mut compressed = Vec::new();
     for shard_ref in &index.shards {
-        let bytes = shard(&shard_ref.key).ok_or_else(|| LoadError::MissingShard { key: shard_ref.key.clone() })?;
+        let bytes = shard(&shard_ref.key).ok_or_else(|| LoadError::MissingShard {
+            key: shard_ref.key.clone(),
+        })?;
         if hex::encode(Sha256::digest(&bytes)) != shard_ref.sha256 {
-            return Err(LoadError::ShardChecksum { key: shard_ref.key.clone() });
+            return Err(LoadError::ShardChecksum {
+                key: shard_ref.key.clone(),
+            });
         }
         compressed.extend_from_slice(&bytes);
     }
     let mut json = Vec::with_capacity(compressed.len() * 4);
-    GzDecoder::new(compressed.as_slice()).read_to_end(&mut json).map_err(LoadError::Decompress)?;
-    let half = serde_json::from_slice(&json).map_err(|source| LoadError::Decode { part, source })?;
+    GzDecoder::new(compressed.as_slice())
+        .read_to_end(&mut json)
+        .map_err(LoadError::Decompress)?;
+    let half =
+        serde_json::from_slice(&json).map_err(|source| LoadError::Decode { part, source })?;
     Ok((index, half))
 }
 
@@ -179,15 +218,24 @@ pub fn join_halves(
     (secrets_index, secrets): (PublishIndex, GatewaySecrets),
 ) -> Result<Snapshot, LoadError> {
     if config_index.snapshot_hash != secrets_index.snapshot_hash {
-        return Err(LoadError::HashMismatch { config: config_index.snapshot_hash, secrets: secrets_index.snapshot_hash });
+        return Err(LoadError::HashMismatch {
+            config: config_index.snapshot_hash,
+            secrets: secrets_index.snapshot_hash,
+        });
     }
     if content_hash(&config, &secrets) != config_index.snapshot_hash {
         return Err(LoadError::ContentHash(config_index.snapshot_hash));
     }
     if config.schema_version > SCHEMA_VERSION {
-        return Err(LoadError::UnsupportedSchema { found: config.schema_version });
+        return Err(LoadError::UnsupportedSchema {
+            found: config.schema_version,
+        });
     }
-    Ok(Snapshot { config, secrets, hash: config_index.snapshot_hash })
+    Ok(Snapshot {
+        config,
+        secrets,
+        hash: config_index.snapshot_hash,
+    })
 }
 
 #[cfg(test)]
@@ -211,20 +259,51 @@ mod tests {
             })
             .collect();
         let key_hashes: BTreeMap<_, _> = (0..n)
-            .map(|i| (format!("team/key-{i}"), vec![KeyHash { sha256: hash_key(&format!("secret-{i}")), not_after: None }]))
+            .map(|i| {
+                (
+                    format!("team/key-{i}"),
+                    vec![KeyHash {
+                        sha256: hash_key(&format!("secret-{i}")),
+                        not_after: None,
+                    }],
+                )
+            })
             .collect();
-        let config = GatewayConfig { schema_version: SCHEMA_VERSION, gateway: "default".into(), keys, ..Default::default() };
-        Snapshot::new(config, GatewaySecrets { credentials: BTreeMap::new(), key_hashes })
+        let config = GatewayConfig {
+            schema_version: SCHEMA_VERSION,
+            gateway: "default".into(),
+            keys,
+            ..Default::default()
+        };
+        Snapshot::new(
+            config,
+            GatewaySecrets {
+                credentials: BTreeMap::new(),
+                key_hashes,
+            },
+        )
     }
 
     fn round_trip(snapshot: &Snapshot) -> Result<Snapshot, LoadError> {
         let (config, secrets) = publish_snapshot(snapshot).expect("publish");
         let lookup = |p: &Published| {
             let shards = p.shards.clone();
-            move |key: &str| (0..shards.len()).find(|i| shard_key(*i) == key).map(|i| shards[i].clone())
+            move |key: &str| {
+                (0..shards.len())
+                    .find(|i| shard_key(*i) == key)
+                    .map(|i| shards[i].clone())
+            }
         };
-        let config_half = load_half("config", Some(config.index_json().as_bytes()), lookup(&config))?;
-        let secrets_half = load_half("secrets", Some(secrets.index_json().as_bytes()), lookup(&secrets))?;
+        let config_half = load_half(
+            "config",
+            Some(config.index_json().as_bytes()),
+            lookup(&config),
+        )?;
+        let secrets_half = load_half(
+            "secrets",
+            Some(secrets.index_json().as_bytes()),
+            lookup(&secrets),
+        )?;
         join_halves(config_half, secrets_half)
     }
 
@@ -234,7 +313,10 @@ mod tests {
             let snapshot = snapshot_with_keys(n);
             let (_, secrets) = publish_snapshot(&snapshot).expect("publish");
             if n == 60_000 {
-                assert!(secrets.shards.len() > 1, "60k key hashes must need several shards");
+                assert!(
+                    secrets.shards.len() > 1,
+                    "60k key hashes must need several shards"
+                );
             }
             assert!(secrets.shards.iter().all(|s| s.len() <= MAX_SHARD_BYTES));
             assert_eq!(round_trip(&snapshot).expect("load"), snapshot);
@@ -245,9 +327,13 @@ mod tests {
     fn a_corrupt_or_missing_shard_is_refused() {
         let snapshot = snapshot_with_keys(3);
         let (config, _) = publish_snapshot(&snapshot).expect("publish");
-        let corrupt = load_half::<GatewayConfig>("config", Some(config.index_json().as_bytes()), |_| Some(b"junk".to_vec()));
+        let corrupt =
+            load_half::<GatewayConfig>("config", Some(config.index_json().as_bytes()), |_| {
+                Some(b"junk".to_vec())
+            });
         assert!(matches!(corrupt, Err(LoadError::ShardChecksum { .. })));
-        let missing = load_half::<GatewayConfig>("config", Some(config.index_json().as_bytes()), |_| None);
+        let missing =
+            load_half::<GatewayConfig>("config", Some(config.index_json().as_bytes()), |_| None);
         assert!(matches!(missing, Err(LoadError::MissingShard { .. })));
     }
 
@@ -257,15 +343,26 @@ mod tests {
         let b = snapshot_with_keys(2);
         let (a_config, _) = publish_snapshot(&a).expect("publish");
         let (_, b_secrets) = publish_snapshot(&b).expect("publish");
-        let config = load_half("config", Some(a_config.index_json().as_bytes()), |_| Some(a_config.shards[0].clone())).expect("a");
-        let secrets = load_half("secrets", Some(b_secrets.index_json().as_bytes()), |_| Some(b_secrets.shards[0].clone())).expect("b");
-        assert!(matches!(join_halves(config, secrets), Err(LoadError::HashMismatch { .. })));
+        let config = load_half("config", Some(a_config.index_json().as_bytes()), |_| {
+            Some(a_config.shards[0].clone())
+        })
+        .expect("a");
+        let secrets = load_half("secrets", Some(b_secrets.index_json().as_bytes()), |_| {
+            Some(b_secrets.shards[0].clone())
+        })
+        .expect("b");
+        assert!(matches!(
+            join_halves(config, secrets),
+            Err(LoadError::HashMismatch { .. })
+        ));
     }
 
     #[test]
     fn a_newer_schema_is_refused_with_a_clear_message() {
-        let index = br#"{"schemaVersion":99,"snapshotHash":"sha256:x","encoding":"gzip+json","shards":[]}"#;
-        let error = load_half::<GatewayConfig>("config", Some(index), |_| None).expect_err("newer schema");
+        let index =
+            br#"{"schemaVersion":99,"snapshotHash":"sha256:x","encoding":"gzip+json","shards":[]}"#;
+        let error =
+            load_half::<GatewayConfig>("config", Some(index), |_| None).expect_err("newer schema");
         assert!(error.to_string().contains("upgrade the gateway"), "{error}");
     }
 }

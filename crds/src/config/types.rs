@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::v1alpha1::{
-    AzureSettings, BudgetAction, BudgetWindow, CacheScope, FailureMode, PiiEntity, PiiMode, PiiPattern, Provider,
-    RequestParameters, RetryOn, RoutingStrategy,
+    AzureSettings, BudgetAction, BudgetWindow, CacheScope, FailureMode, PiiEntity, PiiMode,
+    PiiPattern, Provider, RequestParameters, RetryOn, RoutingStrategy,
 };
 
 /// Version of the compiled configuration format.
@@ -28,7 +28,11 @@ impl Snapshot {
     /// Seals a config and its secrets under their content hash.
     pub fn new(config: GatewayConfig, secrets: GatewaySecrets) -> Self {
         let hash = content_hash(&config, &secrets);
-        Self { config, secrets, hash }
+        Self {
+            config,
+            secrets,
+            hash,
+        }
     }
 }
 

@@ -1,4 +1,8 @@
 //! `Budget`: a money (and optionally token) limit over a calendar window.
+#![expect(
+    clippy::duplicated_attributes,
+    reason = "kube's printcolumn(...) entries legitimately repeat type_ = \"...\""
+)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -20,13 +24,28 @@ use super::common::default_gateway;
     category = "sluice",
     selectable = ".spec.gateway",
     doc = "Budget limits spend in US dollars (and optionally tokens) over a daily, weekly, monthly or total window.",
-    printcolumn(name = "Spent", type_ = "number", json_path = ".status.spentUSD", description = "Spend in the current window, US dollars"),
-    printcolumn(name = "Limit", type_ = "number", json_path = ".spec.limitUSD", description = "Limit in US dollars"),
+    printcolumn(
+        name = "Spent",
+        type_ = "number",
+        json_path = ".status.spentUSD",
+        description = "Spend in the current window, US dollars"
+    ),
+    printcolumn(
+        name = "Limit",
+        type_ = "number",
+        json_path = ".spec.limitUSD",
+        description = "Limit in US dollars"
+    ),
     printcolumn(name = "Percent", type_ = "integer", json_path = ".status.percent"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Window", type_ = "string", json_path = ".spec.window"),
     printcolumn(name = "Resets", type_ = "date", json_path = ".status.resetsAt"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp", priority = 1)
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp",
+        priority = 1
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BudgetSpec {
@@ -47,7 +66,10 @@ pub struct BudgetSpec {
     pub window: BudgetWindow,
     /// IANA time zone in which windows start, e.g. `Europe/Berlin`.
     #[serde(default = "default_time_zone")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$")
+    )]
     pub time_zone: String,
     /// Percentages of the limit at which an Event is raised, ascending, each within 0-100.
     #[serde(default = "default_thresholds")]

@@ -1,4 +1,8 @@
 //! `LLMRoute`: the model name clients call and the provider backends that serve it.
+#![expect(
+    clippy::duplicated_attributes,
+    reason = "kube's printcolumn(...) entries legitimately repeat type_ = \"...\""
+)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -21,12 +25,40 @@ use super::common::{BudgetRef, RateLimit, SecretKeyRef, UsageTotals, default_gat
     category = "sluice",
     selectable = ".spec.gateway",
     doc = "LLMRoute maps a model name that clients call to provider backends, with routing, retry, timeout, circuit-breaker, cache, limit and budget policies.",
-    printcolumn(name = "Model", type_ = "string", json_path = ".spec.model", description = "Model name clients call"),
-    printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy", description = "How a backend is chosen"),
-    printcolumn(name = "Backends", type_ = "string", json_path = ".status.backendsReady", description = "Healthy backends / all backends"),
-    printcolumn(name = "Requests", type_ = "integer", json_path = ".status.usage.requests", description = "Requests served"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Model",
+        type_ = "string",
+        json_path = ".spec.model",
+        description = "Model name clients call"
+    ),
+    printcolumn(
+        name = "Strategy",
+        type_ = "string",
+        json_path = ".spec.strategy",
+        description = "How a backend is chosen"
+    ),
+    printcolumn(
+        name = "Backends",
+        type_ = "string",
+        json_path = ".status.backendsReady",
+        description = "Healthy backends / all backends"
+    ),
+    printcolumn(
+        name = "Requests",
+        type_ = "integer",
+        json_path = ".status.usage.requests",
+        description = "Requests served"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.backends.all(b, self.backends.exists_one(o, o.name == b.name))").message("backend names must be unique within a route").field_path(".backends"))]
@@ -150,7 +182,10 @@ impl Provider {
 #[x_kube(validation = Rule::new("self.provider == 'azure-openai' || !has(self.azure)").message("azure settings apply only to provider azure-openai").field_path(".azure"))]
 pub struct Backend {
     /// Name of the backend, unique within the route; shown in metrics, status and the decision header.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// API the upstream speaks: openai, azure-openai, anthropic, gemini or openai-compatible.
     pub provider: Provider,
@@ -293,7 +328,13 @@ fn default_attempts() -> i32 {
     3
 }
 fn default_retry_on() -> Vec<RetryOn> {
-    vec![RetryOn::ConnectError, RetryOn::Timeout, RetryOn::ServerError, RetryOn::RateLimited, RetryOn::ContextLength]
+    vec![
+        RetryOn::ConnectError,
+        RetryOn::Timeout,
+        RetryOn::ServerError,
+        RetryOn::RateLimited,
+        RetryOn::ContextLength,
+    ]
 }
 fn default_initial_backoff() -> String {
     "50ms".to_owned()

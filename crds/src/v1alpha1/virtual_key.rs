@@ -1,4 +1,8 @@
 //! `VirtualKey`: a caller identity that replaces provider keys, with scopes, limits and budgets.
+#![expect(
+    clippy::duplicated_attributes,
+    reason = "kube's printcolumn(...) entries legitimately repeat type_ = \"...\""
+)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -23,13 +27,40 @@ use super::common::{BudgetRef, RateLimit, SecretKeyRef, UsageTotals, default_gat
     category = "sluice",
     selectable = ".spec.gateway",
     doc = "VirtualKey is a caller identity for the Sluice gateway, scoped to models, rate limits and budgets.",
-    printcolumn(name = "Prefix", type_ = "string", json_path = ".status.keyPrefix", description = "First characters of the key, for identification"),
-    printcolumn(name = "Models", type_ = "string", json_path = ".spec.models", description = "Models the key may call (all when empty)"),
+    printcolumn(
+        name = "Prefix",
+        type_ = "string",
+        json_path = ".status.keyPrefix",
+        description = "First characters of the key, for identification"
+    ),
+    printcolumn(
+        name = "Models",
+        type_ = "string",
+        json_path = ".spec.models",
+        description = "Models the key may call (all when empty)"
+    ),
     printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt"),
-    printcolumn(name = "Requests", type_ = "integer", json_path = ".status.usage.requests"),
-    printcolumn(name = "Cost", type_ = "number", json_path = ".status.usage.costUSD", description = "Spend in US dollars"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Requests",
+        type_ = "integer",
+        json_path = ".status.usage.requests"
+    ),
+    printcolumn(
+        name = "Cost",
+        type_ = "number",
+        json_path = ".status.usage.costUSD",
+        description = "Spend in US dollars"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(oldSelf.rotation) || !has(self.rotation) || self.rotation.generation >= oldSelf.rotation.generation").message("rotation.generation can only increase").field_path(".rotation.generation"))]
