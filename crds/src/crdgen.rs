@@ -34,10 +34,57 @@ pub enum Error {
 /// Every CRD with the file name it is written to.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("sluice.dev_llmroutes.yaml", LLMRoute::crd()),
-        ("sluice.dev_virtualkeys.yaml", VirtualKey::crd()),
-        ("sluice.dev_budgets.yaml", Budget::crd()),
+        (
+            "sluice.dev_llmroutes.yaml",
+            reflow_descriptions(LLMRoute::crd()),
+        ),
+        (
+            "sluice.dev_virtualkeys.yaml",
+            reflow_descriptions(VirtualKey::crd()),
+        ),
+        (
+            "sluice.dev_budgets.yaml",
+            reflow_descriptions(Budget::crd()),
+        ),
     ]
+}
+
+/// Joins the hard-wrapped lines of doc comments so `kubectl explain` wraps descriptions itself;
+/// blank lines still separate paragraphs.
+fn reflow_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map.iter_mut() {
+                    match child {
+                        serde_json::Value::String(text) if key == "description" => {
+                            *text = reflow(text);
+                        }
+                        _ => walk(child),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    fn reflow(text: &str) -> String {
+        text.split("\n\n")
+            .map(|paragraph| {
+                paragraph
+                    .split('\n')
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    }
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    walk(&mut value);
+    serde_json::from_value(value).unwrap_or(crd)
 }
 
 /// `crds/generated/` in this repository.

@@ -1,1 +1,4 @@
 //! Test support: the control-plane harness and wire-faithful mock providers.
+
+pub mod harness;
+pub mod mock;

@@ -39,7 +39,12 @@ use super::common::default_gateway;
     printcolumn(name = "Percent", type_ = "integer", json_path = ".status.percent"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Window", type_ = "string", json_path = ".spec.window"),
-    printcolumn(name = "Resets", type_ = "date", json_path = ".status.resetsAt"),
+    printcolumn(
+        name = "Resets",
+        type_ = "string",
+        json_path = ".status.resetsAt",
+        description = "When the window resets"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",

@@ -289,7 +289,7 @@ pub enum RetryOn {
 /// backend in priority order (or retries the same one when it is the only one).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("duration(self.initialBackoff) <= duration(self.maxBackoff)").message("initialBackoff must not exceed maxBackoff").field_path(".initialBackoff"))]
+#[x_kube(validation = Rule::new("![self.initialBackoff, self.maxBackoff].all(d, d.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$')) || duration(self.initialBackoff) <= duration(self.maxBackoff)").message("initialBackoff must not exceed maxBackoff").field_path(".initialBackoff"))]
 pub struct RetryPolicy {
     /// Upstream attempts per request including the first; 1 disables retries and fallback.
     #[serde(default = "default_attempts")]
@@ -306,16 +306,16 @@ pub struct RetryPolicy {
     pub provider_error_codes: Vec<String>,
     /// Backoff before the first retry; doubled each retry with full jitter.
     #[serde(default = "default_initial_backoff")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub initial_backoff: String,
     /// Upper bound of the backoff.
     #[serde(default = "default_max_backoff")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub max_backoff: String,
     /// Longest `Retry-After` the gateway waits for before trying again; a longer one moves to another
     /// backend instead.
     #[serde(default = "default_retry_after_cap")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub retry_after_cap: String,
     /// Retries allowed as a percentage of requests (per backend, over 10 s), so that an outage never
     /// multiplies load.
@@ -366,23 +366,23 @@ impl Default for RetryPolicy {
 /// Timeouts by kind.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("duration(self.connect) <= duration(self.total) && duration(self.firstByte) <= duration(self.total)").message("connect and firstByte must not exceed total").field_path(".total"))]
+#[x_kube(validation = Rule::new("![self.connect, self.firstByte, self.total].all(d, d.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$')) || (duration(self.connect) <= duration(self.total) && duration(self.firstByte) <= duration(self.total))").message("connect and firstByte must not exceed total").field_path(".total"))]
 pub struct Timeouts {
     /// Establishing the upstream connection (TCP and TLS).
     #[serde(default = "default_connect_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub connect: String,
     /// From sending the request to the first response byte (time to first token for streams).
     #[serde(default = "default_first_byte_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub first_byte: String,
     /// Longest silence between two chunks of a streamed response.
     #[serde(default = "default_idle_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub idle: String,
     /// Whole request, all attempts included.
     #[serde(default = "default_total_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub total: String,
 }
 
@@ -432,11 +432,11 @@ pub struct CircuitBreaker {
     pub min_requests: i32,
     /// Window over which the error rate is measured.
     #[serde(default = "default_breaker_window")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub window: String,
     /// How long an open circuit rejects traffic before one probe request is let through.
     #[serde(default = "default_open_for")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub open_for: String,
 }
 
@@ -476,7 +476,10 @@ pub struct HedgePolicy {
     /// Delay before the hedge is sent: a duration, or `p95` to use the backend's observed 95th
     /// percentile latency.
     #[serde(default = "default_hedge_delay")]
-    #[schemars(regex(pattern = r"^(p95|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"))]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^(p95|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$")
+    )]
     pub delay: String,
     /// Hedges allowed as a percentage of requests, so hedging never doubles load.
     #[serde(default = "default_hedge_budget")]
@@ -510,7 +513,7 @@ pub enum CacheScope {
 pub struct CachePolicy {
     /// How long a cached response is served.
     #[serde(default = "default_cache_ttl")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub ttl: String,
     /// Who may share a cached response: key (default), namespace or shared.
     #[serde(default)]

@@ -39,7 +39,12 @@ use super::common::{BudgetRef, RateLimit, SecretKeyRef, UsageTotals, default_gat
         json_path = ".spec.models",
         description = "Models the key may call (all when empty)"
     ),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt"),
+    printcolumn(
+        name = "Expires",
+        type_ = "string",
+        json_path = ".spec.expiresAt",
+        description = "When the key stops working (a date column would show future times as <invalid>)"
+    ),
     printcolumn(
         name = "Requests",
         type_ = "integer",
@@ -115,7 +120,7 @@ pub struct KeyRotation {
     pub generation: i64,
     /// How long the previous key keeps working after a rotation.
     #[serde(default = "default_grace_period")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub grace_period: String,
 }
 
