@@ -152,7 +152,7 @@ pub struct BudgetStatus {
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Accepted, Ready and ThresholdReached.
+    /// Accepted, ResolvedRefs, Ready and ThresholdReached.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Spend in the current window, US dollars.

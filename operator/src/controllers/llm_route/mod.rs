@@ -1,0 +1,3 @@
+//! LLM routes: their status (conditions, ready backends) from each compile.
+
+pub mod status;
