@@ -15,7 +15,7 @@ use crate::api::openai::{
 pub const MAX_HOLD: usize = 1024;
 
 /// Longest token that counts as one group of a spaced number (`(0)20`, `123456`, `WEST`).
-const MAX_GROUP: usize = 0;
+const MAX_GROUP: usize = 8;
 
 /// Redacts one text stream (a choice's content, or one tool call's arguments) fed delta by delta.
 #[derive(Debug)]
