@@ -40,7 +40,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--rates", default="100,1000,5000", help="fixed request rates for open-loop latency (default 100,1000,5000)"
     )
     parser.add_argument("--targets", default=",".join(ALL_TARGETS), help=f"comma list of {ALL_TARGETS}")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin latency runs to separate CPUs")
+    parser.add_argument(
+        "--pin", action="store_true", help="pin latency runs: target alone on CPU 1, load generator + mock on CPU 0"
+    )
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads for closed-loop runs (default 1)")
     parser.add_argument("--streams", type=int, default=1000, help="open streams for the memory figure (default 1000)")
     parser.add_argument("--no-memory", action="store_true", help="skip the open-streams memory phase")
@@ -57,6 +59,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="perf-profile Sluice under c=64 load (non-stream, stream)")
     parser.add_argument("--wait-quiet", type=float, default=0, help="wait up to N s for load average < 1 first")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default target/bench/<time>)")
+    parser.add_argument(
+        "--report-only", type=Path, metavar="DIR", help="only regenerate results.md and the chart from DIR/results.json"
+    )
     parser.add_argument("--publish", action="store_true", help="write the results into docs/benchmarks.md")
     parser.add_argument("--gateway", default=str(REPO / "target/release/sluice-gateway"))
     parser.add_argument("--mock", default=str(REPO / "target/release/sluice-mock-provider"))
@@ -158,8 +163,43 @@ def build_targets(names: list[str], args: argparse.Namespace) -> list[Target]:
     return made
 
 
+def write_outputs(data: dict, out: Path, publish: bool) -> str:
+    """results.md and overview.png in `out`; with `publish`, also docs/benchmarks.md and docs/benchmarks/."""
+    block = report.markdown(data)
+    (out / "results.md").write_text(block)
+    chart_path = out / "overview.png"
+    if data["records"]:
+        report.chart(data, chart_path)
+    log(f"wrote {out / 'results.json'}, {out / 'results.md'}" + (f", {chart_path}" if data["records"] else ""))
+    if publish:
+        docs = REPO / "docs"
+        (docs / "benchmarks").mkdir(parents=True, exist_ok=True)
+        # The committed copy leaves out the bulky parts (RSS series, full perf reports; they stay in `out`).
+        slim = {k: v for k, v in data.items() if k not in ("soak", "profile")}
+        if data.get("soak"):
+            slim["soak"] = [{k: v for k, v in s.items() if k != "series"} for s in data["soak"]]
+        if data.get("profile"):
+            slim["profile"] = {
+                kind: {
+                    "by_component": reports.get("by_component", ""),
+                    "self": "\n".join(reports.get("self", "").splitlines()[:40]),
+                }
+                for kind, reports in data["profile"].items()
+            }
+        (docs / "benchmarks" / "results.json").write_text(json.dumps(slim, indent=1, default=str))
+        if data["records"]:
+            (docs / "benchmarks" / "overview.png").write_bytes(chart_path.read_bytes())
+        report.publish(docs / "benchmarks.md", block)
+        log("published into docs/benchmarks.md and docs/benchmarks/")
+    return block
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.report_only:
+        data = json.loads((args.report_only / "results.json").read_text())
+        print(write_outputs(data, args.report_only, args.publish))
+        return 0
     # SIGTERM (e.g. from `timeout`) unwinds through the `finally` blocks that stop every started process.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tools = Tools(wrk=env_tool("BENCH_WRK"), oha=env_tool("BENCH_OHA"), probe=env_tool("BENCH_PROBE"))
@@ -175,7 +215,7 @@ def main(argv: list[str]) -> int:
         rounds=args.rounds,
         duration=args.duration,
         rates=[int(r) for r in args.rates.split(",") if r.strip()],
-        pin=not args.no_pin and (os.cpu_count() or 1) >= 2,
+        pin=args.pin and (os.cpu_count() or 1) >= 2,
         wrk_threads=args.wrk_threads,
     )
 
@@ -288,23 +328,7 @@ def main(argv: list[str]) -> int:
         data["targets"] = [{"name": "sluice", "label": "Sluice"}]
 
     (out / "results.json").write_text(json.dumps(data, indent=1, default=str))
-    block = report.markdown(data)
-    (out / "results.md").write_text(block)
-    chart_path = out / "overview.png"
-    if data["records"]:
-        report.chart(data, chart_path)
-    log(f"wrote {out / 'results.json'}, {out / 'results.md'}" + (f", {chart_path}" if data["records"] else ""))
-    if args.publish:
-        docs = REPO / "docs"
-        (docs / "benchmarks").mkdir(parents=True, exist_ok=True)
-        slim = {k: v for k, v in data.items() if k != "soak"}
-        if data.get("soak"):
-            slim["soak"] = [{k: v for k, v in s.items() if k != "series"} for s in data["soak"]]
-        (docs / "benchmarks" / "results.json").write_text(json.dumps(slim, indent=1, default=str))
-        if data["records"]:
-            (docs / "benchmarks" / "overview.png").write_bytes(chart_path.read_bytes())
-        report.publish(docs / "benchmarks.md", block)
-        log("published into docs/benchmarks.md and docs/benchmarks/")
+    block = write_outputs(data, out, args.publish)
     print(block)
     return 0
 

@@ -132,6 +132,15 @@ def summary(data: dict) -> dict:
     return out
 
 
+def _second_half_drift(soak: dict) -> str:
+    """RSS change from the chunk at half the requests to the end: separates warm-up growth from a leak."""
+    chunks = soak.get("chunks") or []
+    if len(chunks) < 4:
+        return "–"
+    half = next(c for c in chunks if c["done"] >= soak["requests"] / 2)
+    return f"{(chunks[-1]['rss_kb'] - half['rss_kb']) / half['rss_kb'] * 100:+.1f} %"
+
+
 def _streams(data: dict) -> int:
     return data["open_streams"][0]["streams"] if data.get("open_streams") else 0
 
@@ -219,11 +228,23 @@ def _extra_sections(data: dict) -> list[str]:
                     fmt_mb(soak["rss_end_kb"]),
                     fmt_mb(soak["rss_peak_kb"]),
                     f"{soak['drift_percent']:+.1f} %",
+                    _second_half_drift(soak),
                     fmt_cpu(soak["cpu_us_per_request"]) if soak["cpu_us_per_request"] else "–",
                 ]
             )
         lines += _table(
-            ["path", "requests", "failed", "time", "RSS after first 10 s", "RSS at end", "peak", "drift", "CPU/request"],
+            [
+                "path",
+                "requests",
+                "failed",
+                "time",
+                "RSS after first 10 s",
+                "RSS at end",
+                "peak",
+                "drift",
+                "drift over the second half",
+                "CPU/request",
+            ],
             rows,
         )
 
@@ -303,7 +324,6 @@ def markdown(data: dict) -> str:
     records, targets = data["records"], data["targets"]
     labels = {t["name"]: t["label"] for t in targets}
     names = [t["name"] for t in targets]
-    peers = [n for n in names if n not in (DIRECT, SLUICE)]
     s = summary(data)
     meta = data["meta"]
     lines = [BEGIN, "", f"### Results of {meta['started']} ({meta['mode']})", ""]
@@ -312,6 +332,14 @@ def markdown(data: dict) -> str:
         f"cells show the median across rounds and, in parentheses, the min … max. Load average at start "
         f"{meta['load_start']:.2f}, at end {meta.get('load_end', 0):.2f}."
     ]
+    loads = [r["load_before"] for r in records if "load_before" in r]
+    if loads:
+        busy = sorted({r["round"] + 1 for r in records if r.get("load_before", 0) > 1.0})
+        lines += [
+            "",
+            f"1-minute load average before each measured run: {min(loads):.2f} … {max(loads):.2f}"
+            + (f" (above 1.0 in round(s) {', '.join(map(str, busy))}: other work on the machine)." if busy else "."),
+        ]
     if meta.get("noisy"):
         lines += ["", f"**Taken under load**: {meta['noisy']}"]
     lines += ["", "Versions: " + "; ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "."]
