@@ -10,7 +10,9 @@ pub mod crdgen;
 pub mod duration;
 pub mod manifests;
 pub mod pricing;
+pub mod usage;
 pub mod v1alpha1;
+pub mod window;
 
 /// API group of every Sluice custom resource.
 pub const API_GROUP: &str = "sluice.dev";

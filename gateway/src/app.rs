@@ -85,6 +85,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub meter: Arc<dyn Meter>,
     pub settings: AppSettings,
+    /// Response caches of the routes that have a cache policy (in memory, or one shared Redis).
+    pub caches: Arc<crate::cache::RouteCaches>,
 }
 
 /// The endpoints.
@@ -97,7 +99,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    fn resolve(path: &str) -> Option<(Self, Method)> {
+    pub(crate) fn resolve(path: &str) -> Option<(Self, Method)> {
         match path.trim_end_matches('/') {
             "/v1/chat/completions" => Some((Endpoint::ChatCompletions, Method::POST)),
             "/v1/embeddings" => Some((Endpoint::Embeddings, Method::POST)),
@@ -127,7 +129,11 @@ impl App {
             route = tracing::field::Empty,
             backend = tracing::field::Empty,
             provider = tracing::field::Empty,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
         );
+        let endpoint = Endpoint::resolve(request.uri().path()).map(|(endpoint, _)| endpoint);
+        telemetry::genai::request_started(&span, request.method(), endpoint, request.headers());
         self.handle_in_span(request, request_id)
             .instrument(span)
             .await
@@ -167,6 +173,10 @@ impl App {
             attempts: 0,
             admitted: false,
             streamed: false,
+            admission: Default::default(),
+            output_text: String::new(),
+            cache: None,
+            span: telemetry::genai::request_span(),
         };
         let Some((endpoint, method)) = Endpoint::resolve(&exchange.path) else {
             let error = GatewayError::UnknownEndpoint {
@@ -213,7 +223,7 @@ impl App {
         };
         match endpoint {
             Endpoint::ChatCompletions | Endpoint::Messages => {
-                handlers::chat::handle(exchange, config, bytes).await
+                handlers::chat::handle(exchange, config, bytes, &parts.headers).await
             }
             Endpoint::Embeddings => handlers::embeddings::handle(exchange, config, bytes).await,
             Endpoint::Models => unreachable_models(exchange),
@@ -236,6 +246,7 @@ pub(crate) fn resolve_route(
 ) -> Result<Arc<Route>, GatewayError> {
     let span = tracing::Span::current();
     span.record("model", model);
+    telemetry::genai::request_model(&span, model);
     let route = config
         .route(model)
         .ok_or_else(|| GatewayError::ModelNotFound {
@@ -297,6 +308,14 @@ pub struct Exchange {
     /// [`Meter::admit`] accepted the request, so [`Meter::settle`] is owed.
     pub admitted: bool,
     pub streamed: bool,
+    /// What [`Meter::admit`] reserved, and the `x-ratelimit-*` headers every response carries.
+    pub admission: crate::metering::Admitted,
+    /// Text sent to the client, kept for a token estimate when the provider reports no usage.
+    pub output_text: String,
+    /// Outcome of the response cache, on routes that have one (`x-sluice-cache`).
+    pub cache: Option<crate::cache::CacheStatus>,
+    /// The `request` span (traces on), kept to its end: a stream's span closes when the relay ends.
+    pub span: tracing::Span,
     /// Holds the in-flight gauge up until the exchange ends.
     _in_flight: InFlight,
 }
@@ -313,6 +332,12 @@ impl Exchange {
         self.attempts = attempts;
     }
 
+    /// Layer 11 passed: settlement is owed, and the responses carry the admission's headers.
+    pub fn admit(&mut self, admitted: crate::metering::Admitted) {
+        self.admission = admitted;
+        self.admitted = true;
+    }
+
     /// The request id as text (always ASCII).
     pub fn request_id(&self) -> &str {
         self.request_id.to_str().unwrap_or("")
@@ -326,6 +351,10 @@ impl Exchange {
     /// [`Exchange::decorate`] on a header map (for streams, whose exchange moves into the relay).
     pub fn decorate_headers(&self, headers: &mut http::HeaderMap) {
         headers.insert(REQUEST_ID, self.request_id.clone());
+        headers.extend(self.admission.headers.clone());
+        if let Some(status) = self.cache {
+            headers.insert(DEBUG_CACHE, HeaderValue::from_static(status.as_str()));
+        }
         if !self.debug {
             return;
         }
@@ -339,7 +368,9 @@ impl Exchange {
             headers.insert(DEBUG_BACKEND, value(&backend.name));
         }
         headers.insert(DEBUG_ATTEMPTS, HeaderValue::from(self.attempts));
-        headers.insert(DEBUG_CACHE, HeaderValue::from_static("off"));
+        if self.cache.is_none() {
+            headers.insert(DEBUG_CACHE, HeaderValue::from_static("off"));
+        }
     }
 
     /// Ends the request with an error response in the surface's shape.
@@ -351,6 +382,9 @@ impl Exchange {
             response
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(headers) = error.headers() {
+            response.headers_mut().extend(headers.clone());
         }
         self.decorate(&mut response);
         self.app.metrics.record_error(&error);
@@ -383,9 +417,12 @@ impl Exchange {
                 .map(|pricing| cost_usd(pricing, tokens)),
             _ => None,
         };
-        if let (Some(backend), Some(tokens)) = (&self.backend, &tokens) {
+        // A cache hit consumed nothing upstream; what it would have cost is counted as saved instead.
+        let cache_hit = self.cache == Some(crate::cache::CacheStatus::Hit);
+        if let (Some(backend), Some(tokens), false) = (&self.backend, &tokens, cache_hit) {
             metrics.record_usage(&backend.metrics, key_id, tokens, cost);
         }
+        telemetry::genai::request_finished(&self, status, usage, cost, failure);
         if self.admitted
             && let (Some(key), Some(route)) = (&self.key, &self.route)
         {
@@ -401,6 +438,9 @@ impl Exchange {
                 complete,
                 attempts: self.attempts,
                 duration: elapsed,
+                reservation: &self.admission.reservation,
+                output_text: &self.output_text,
+                cache_hit,
             });
         }
         tracing::info!(

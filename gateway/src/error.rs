@@ -91,6 +91,32 @@ pub enum GatewayError {
     Transport(#[from] TransportError),
     #[error("the request exceeded its total timeout of {0:?}")]
     TotalTimeout(Duration),
+    /// Every candidate's circuit breaker is open: fail fast instead of queueing on dead backends.
+    #[error("every backend of route {route} is unavailable (circuit open)")]
+    CircuitOpen {
+        route: String,
+        retry_after: Duration,
+    },
+    /// Refused by the route's or key's policy (guardrails, PII, data residency).
+    #[error("{0}")]
+    Policy(#[from] crate::guardrails::PolicyError),
+    /// A key's or route's requests- or tokens-per-minute limit (`x-ratelimit-*` in `headers`).
+    #[error("{scope} rate limit on {limit} per minute reached")]
+    RateLimited {
+        scope: &'static str,
+        limit: &'static str,
+        retry_after: Duration,
+        headers: Box<http::HeaderMap>,
+    },
+    /// A budget with action `block` cannot cover the request's maximum cost.
+    #[error("budget {budget} is exhausted")]
+    BudgetExceeded {
+        budget: String,
+        retry_after: Option<Duration>,
+    },
+    /// A fail-closed budget has no grant from the operator yet.
+    #[error("budget {budget} cannot be checked: no grant from the operator")]
+    BudgetUnavailable { budget: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -114,12 +140,15 @@ impl GatewayError {
         match self {
             GatewayError::ConfigNotLoaded
             | GatewayError::Internal(_)
+            | GatewayError::BudgetUnavailable { .. }
             | GatewayError::NoEligibleBackend { .. } => Origin::Gateway,
             GatewayError::Translate(error) if error.status() >= 500 => Origin::Gateway,
             GatewayError::Upstream(error) if error.kind.is_client_fault() => Origin::Client,
+            GatewayError::Policy(error) if !error.is_client_fault() => Origin::Upstream,
             GatewayError::Upstream(_)
             | GatewayError::Transport(_)
-            | GatewayError::TotalTimeout(_) => Origin::Upstream,
+            | GatewayError::TotalTimeout(_)
+            | GatewayError::CircuitOpen { .. } => Origin::Upstream,
             _ => Origin::Client,
         }
     }
@@ -166,6 +195,11 @@ impl GatewayError {
             },
             GatewayError::Transport(error) => error.metric_label(),
             GatewayError::TotalTimeout(_) => "total_timeout",
+            GatewayError::CircuitOpen { .. } => "circuit_open",
+            GatewayError::Policy(error) => error.metric_label(),
+            GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::BudgetExceeded { .. } => "budget_exceeded",
+            GatewayError::BudgetUnavailable { .. } => "budget_unavailable",
             GatewayError::Internal(_) => "internal",
         }
     }
@@ -175,6 +209,18 @@ impl GatewayError {
         match self {
             GatewayError::Upstream(error) => error.retry_after,
             GatewayError::ConfigNotLoaded => Some(Duration::from_secs(1)),
+            GatewayError::CircuitOpen { retry_after, .. } => Some(*retry_after),
+            GatewayError::RateLimited { retry_after, .. } => Some(*retry_after),
+            GatewayError::BudgetExceeded { retry_after, .. } => *retry_after,
+            GatewayError::BudgetUnavailable { .. } => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    /// Headers the error response carries besides `retry-after` (`x-ratelimit-*` of a rate limit).
+    pub fn headers(&self) -> Option<&http::HeaderMap> {
+        match self {
+            GatewayError::RateLimited { headers, .. } => Some(headers),
             _ => None,
         }
     }
@@ -316,6 +362,44 @@ impl GatewayError {
                 "The request did not complete within the route's total timeout.".into(),
                 "server_error",
                 Some("timeout"),
+            ),
+            GatewayError::CircuitOpen { .. } => plain(
+                S::SERVICE_UNAVAILABLE,
+                "Every upstream backend of this model is failing; retry after the indicated time."
+                    .into(),
+                "server_error",
+                Some("backends_unavailable"),
+            ),
+            GatewayError::Policy(error) => error.render(),
+            GatewayError::RateLimited {
+                scope,
+                limit,
+                retry_after,
+                ..
+            } => plain(
+                S::TOO_MANY_REQUESTS,
+                format!(
+                    "Rate limit reached: the {scope}'s {limit} per minute are used up. Please try again in {:.1}s.",
+                    retry_after.as_secs_f64()
+                ),
+                limit,
+                Some("rate_limit_exceeded"),
+            ),
+            GatewayError::BudgetExceeded { budget, .. } => plain(
+                S::TOO_MANY_REQUESTS,
+                format!(
+                    "Budget `{budget}` cannot cover this request in its current window; raise its limit or wait for the window to reset."
+                ),
+                "insufficient_quota",
+                Some("budget_exceeded"),
+            ),
+            GatewayError::BudgetUnavailable { budget } => plain(
+                S::SERVICE_UNAVAILABLE,
+                format!(
+                    "Budget `{budget}` cannot be checked right now (fail-closed while the control plane is unreachable); retry shortly."
+                ),
+                "server_error",
+                Some("budget_unavailable"),
             ),
             GatewayError::Internal(_) => plain(
                 S::INTERNAL_SERVER_ERROR,

@@ -15,7 +15,10 @@ use crate::config::kube::ApiSource;
 use crate::config::{ConfigStore, Source};
 use crate::handlers::admin::{Admin, Lifecycle};
 use crate::local::LocalSource;
-use crate::metering::{Meter, NoMeter};
+use crate::metering::budget::Authority;
+use crate::metering::ledger::Ledger;
+use crate::metering::reporter::{ReportError, ReporterSettings, UsageReporter};
+use crate::metering::{Meter, Metering};
 use crate::metrics::Metrics;
 use crate::server::{self, RunningServer, ServerError, ServerSettings};
 use crate::upstream::{Transport, TransportSettings};
@@ -48,7 +51,12 @@ pub struct GatewayOptions {
     /// routing new requests here first.
     pub drain_delay: Duration,
     pub drain_timeout: Duration,
-    pub meter: Arc<dyn Meter>,
+    /// `None`: the built-in [`Metering`] (rate limits, budgets, usage accounting).
+    pub meter: Option<Arc<dyn Meter>>,
+    /// Report usage to the operator (and enforce budgets with its grants); `None`: local budgets.
+    pub usage: Option<ReporterSettings>,
+    /// Response caches: in memory by default; [`crate::cache::RouteCaches::shared`] for one Redis shared by replicas.
+    pub caches: Arc<crate::cache::RouteCaches>,
 }
 
 impl GatewayOptions {
@@ -65,7 +73,9 @@ impl GatewayOptions {
             metrics_key_labels: false,
             drain_delay: Duration::ZERO,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            meter: Arc::new(NoMeter),
+            meter: None,
+            usage: None,
+            caches: Arc::new(crate::cache::RouteCaches::in_memory()),
         }
     }
 }
@@ -77,6 +87,8 @@ pub enum StartError {
     Server(#[from] ServerError),
     #[error("the initial configuration was rejected: {0}")]
     Config(String),
+    #[error(transparent)]
+    Usage(#[from] ReportError),
 }
 
 /// A running gateway.
@@ -88,6 +100,8 @@ pub struct Gateway {
     server: RunningServer,
     stop_source: CancellationToken,
     source: Option<JoinHandle<()>>,
+    /// The usage reporter, stopped after the listeners drained so that it reports every request.
+    reporter: Option<(CancellationToken, JoinHandle<()>)>,
     drain_delay: Duration,
     drain_timeout: Duration,
 }
@@ -98,6 +112,10 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new(options.metrics_key_labels));
         let transport = Arc::new(Transport::new(options.transport));
         let store = Arc::new(ConfigStore::new(transport, metrics.clone()));
+        let caches = options.caches.clone();
+        store.on_swap(Box::new(move |config| {
+            caches.retain(config.routes.iter().map(|route| &*route.id));
+        }));
         let lifecycle = Arc::new(Lifecycle::default());
         let stop_source = CancellationToken::new();
         let source = match source {
@@ -133,11 +151,35 @@ impl Gateway {
                 }))
             }
         };
+        let authority = if options.usage.is_some() {
+            Authority::Operator
+        } else {
+            Authority::Local
+        };
+        let ledger = Arc::new(Ledger::new(authority, chrono::Utc::now()));
+        let meter: Arc<dyn Meter> = match options.meter {
+            Some(meter) => meter,
+            None => Arc::new(Metering::new(ledger.clone(), metrics.clone())),
+        };
+        if options.usage.is_some() {
+            // Every request is estimated when usage is reported: load the tokenizer before traffic.
+            crate::metering::tokens::load_in_background();
+        }
+        let reporter = match &options.usage {
+            Some(settings) => {
+                let stop = CancellationToken::new();
+                let reporter =
+                    UsageReporter::new(settings, ledger, store.clone(), metrics.clone())?;
+                Some((stop.clone(), reporter.spawn(stop)))
+            }
+            None => None,
+        };
         let app = Arc::new(App {
             store: store.clone(),
             metrics: metrics.clone(),
-            meter: options.meter,
+            meter,
             settings: options.app,
+            caches: options.caches,
         });
         let admin = Admin {
             store: store.clone(),
@@ -152,6 +194,7 @@ impl Gateway {
             server,
             stop_source,
             source,
+            reporter,
             drain_delay: options.drain_delay,
             drain_timeout: options.drain_timeout,
         })
@@ -196,6 +239,10 @@ impl Gateway {
         tracing::info!(delay = ?self.drain_delay, timeout = ?self.drain_timeout, "shutting down: not ready, draining");
         tokio::time::sleep(self.drain_delay).await;
         let drained = self.server.drain(self.drain_timeout).await;
+        if let Some((stop, reporter)) = self.reporter.take() {
+            stop.cancel();
+            let _ = reporter.await;
+        }
         self.stop_source.cancel();
         if let Some(source) = self.source.take() {
             let _ = source.await;

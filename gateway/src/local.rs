@@ -6,6 +6,13 @@
 //! state file (mode 0600) so it survives restarts, and feeds it to the compiler as the Secret the operator
 //! would have created. The key itself is printed once to a terminal when it is created; logs only ever
 //! carry its prefix and the state file's path.
+//!
+//! Manifests name the real providers' endpoints; [`EndpointOverrides`] redirects them (to a mock provider,
+//! a local model server) without editing the files.
+
+mod overrides;
+
+pub use overrides::{EndpointOverride, EndpointOverrides, OverrideError};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
@@ -80,6 +87,8 @@ pub struct LocalSource {
     pub dir: PathBuf,
     pub state_file: PathBuf,
     pub gateway: String,
+    /// Endpoints that replace those in the manifests, by provider.
+    pub endpoints: EndpointOverrides,
 }
 
 /// The result of one compilation of the folder.
@@ -101,12 +110,20 @@ impl LocalSource {
             dir,
             state_file,
             gateway: gateway.into(),
+            endpoints: EndpointOverrides::default(),
         }
+    }
+
+    /// Sends every backend of the overridden providers to the given endpoints.
+    pub fn with_endpoint_overrides(mut self, endpoints: EndpointOverrides) -> Self {
+        self.endpoints = endpoints;
+        self
     }
 
     /// Reads the folder, supplies generated keys, and compiles.
     pub fn compile(&self) -> Result<LocalCompile, LocalError> {
         let mut manifests = manifests::load_dir(&self.dir)?;
+        self.endpoints.apply(&mut manifests);
         let generated = self.supply_generated_keys(&mut manifests)?;
         let compiled = compile::compile(&manifests.inputs(&self.gateway, Utc::now()));
         let problems = compiled
@@ -282,6 +299,12 @@ impl LocalSource {
                 path: self.dir.clone(),
                 source,
             })?;
+        if !self.endpoints.is_empty() {
+            tracing::info!(
+                overrides = %self.endpoints.describe(),
+                "local mode: backends of these providers use these endpoints instead of the manifests'"
+            );
+        }
         let source = Arc::new(self);
         let mut problems = BTreeSet::new();
         problems = Self::reload_blocking(&source, &store, problems).await;

@@ -9,8 +9,9 @@ use clap::{ArgGroup, Parser};
 use sluice_gateway::app::DEFAULT_MAX_BODY_BYTES;
 use sluice_gateway::config::directory::{self, DirectorySource};
 use sluice_gateway::config::kube::{self as kube_source, ApiSource};
-use sluice_gateway::local::LocalSource;
+use sluice_gateway::local::{EndpointOverride, EndpointOverrides, LocalSource};
 use sluice_gateway::server::TlsFiles;
+use sluice_gateway::telemetry::otel::{ProcessEnv, TraceExport};
 use sluice_gateway::telemetry::{self, LogFormat};
 use sluice_gateway::{ConfigSource, Gateway, GatewayOptions};
 
@@ -48,6 +49,17 @@ struct Args {
     /// Local mode: file that keeps generated virtual keys (default: DIR/.sluice-local-keys.json).
     #[arg(long, env = "SLUICE_LOCAL_STATE", requires = "local")]
     local_state: Option<PathBuf>,
+    /// Local mode: send every backend of a provider to another base URL, e.g.
+    /// `openai=http://127.0.0.1:8000/v1` (repeat the flag, or comma-separate in the variable). The URL is
+    /// what a backend's `endpoint` field takes: with `/v1` for openai and openai-compatible.
+    #[arg(
+        long,
+        env = "SLUICE_LOCAL_ENDPOINT_OVERRIDES",
+        requires = "local",
+        value_delimiter = ',',
+        value_name = "PROVIDER=URL"
+    )]
+    local_endpoint_override: Vec<EndpointOverride>,
     /// Mounted gateway ConfigMap volume (kubelet layout).
     #[arg(long, env = "SLUICE_CONFIG_DIR", requires = "secrets_dir")]
     config_dir: Option<PathBuf>,
@@ -82,16 +94,40 @@ struct Args {
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
+    /// Keep response caches in this Redis (`redis://[:password@]host:port[/db]`), shared by every replica,
+    /// instead of in each process's memory.
+    #[arg(long, env = "SLUICE_CACHE_REDIS_URL", hide_env_values = true)]
+    cache_redis_url: Option<String>,
+    /// Key prefix in the cache Redis: gateways that share a Redis but must not share entries use
+    /// different prefixes.
+    #[arg(long, env = "SLUICE_CACHE_REDIS_PREFIX", requires = "cache_redis_url")]
+    cache_redis_prefix: Option<String>,
+
+    /// The operator's usage endpoint (`http://sluice-operator:8095`): report usage and backend health
+    /// there and enforce budgets with its grants. Without it budgets are enforced on local spend only.
+    #[arg(long, env = "SLUICE_USAGE_ENDPOINT")]
+    usage_endpoint: Option<String>,
+    /// How often usage is reported.
+    #[arg(long, env = "SLUICE_USAGE_FLUSH_INTERVAL", value_parser = duration, default_value = "1s")]
+    usage_flush_interval: Duration,
+    /// This gateway's identity in usage reports (default: env POD_NAME, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// Export OpenTelemetry traces over OTLP/HTTP (protobuf) to this collector base URL (`/v1/traces` is
+    /// appended; `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` overrides it with a full URL). Off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 impl Args {
     async fn source(&self) -> anyhow::Result<ConfigSource> {
         if let Some(dir) = &self.local {
-            return Ok(ConfigSource::Local(LocalSource::new(
-                dir.clone(),
-                self.local_state.clone(),
-                &self.gateway,
-            )));
+            return Ok(ConfigSource::Local(
+                LocalSource::new(dir.clone(), self.local_state.clone(), &self.gateway)
+                    .with_endpoint_overrides(EndpointOverrides::new(
+                        self.local_endpoint_override.iter().cloned(),
+                    )),
+            ));
         }
         if let (Some(config_dir), Some(secrets_dir)) = (&self.config_dir, &self.secrets_dir) {
             let mut source = DirectorySource::new(config_dir.clone(), secrets_dir.clone());
@@ -114,6 +150,16 @@ impl Args {
     }
 }
 
+/// The host name (`/proc/sys/kernel/hostname`, else `HOSTNAME`), for reporter identity outside Kubernetes.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "gateway".to_owned())
+}
+
 async fn terminated() -> anyhow::Result<&'static str> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -134,6 +180,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     options.metrics_key_labels = args.metrics_key_labels;
     options.drain_delay = args.drain_delay;
     options.drain_timeout = args.drain_timeout;
+    if let Some(url) = &args.cache_redis_url {
+        let mut redis = sluice_gateway::cache::RedisCacheOptions::new(url.clone());
+        if let Some(prefix) = &args.cache_redis_prefix {
+            redis.prefix.clone_from(prefix);
+        }
+        let redis = sluice_gateway::cache::RedisCache::connect(redis)
+            .await
+            .context("connecting to the cache Redis (--cache-redis-url)")?;
+        options.caches = std::sync::Arc::new(sluice_gateway::cache::RouteCaches::shared(redis));
+    }
+    if let Some(endpoint) = &args.usage_endpoint {
+        options.usage = Some(sluice_gateway::metering::reporter::ReporterSettings {
+            endpoint: endpoint.clone(),
+            flush_interval: args.usage_flush_interval,
+            pod: args.pod_name.clone().unwrap_or_else(host_name),
+        });
+    }
     let source = args.source().await?;
     let gateway = Gateway::start(options, source).await?;
     let signal = terminated().await?;
@@ -144,7 +207,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(args.log_format).map_err(anyhow::Error::msg)?;
+    let traces = TraceExport::resolve(args.otlp_endpoint.as_deref(), &ProcessEnv)?;
+    let tracing =
+        telemetry::install(args.log_format, traces.as_ref()).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -152,6 +217,7 @@ fn main() -> anyhow::Result<()> {
     if let Err(error) = &result {
         tracing::error!(error = format!("{error:#}"), "gateway failed");
     }
+    tracing.shutdown();
     result
 }
 

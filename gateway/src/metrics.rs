@@ -15,6 +15,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::error::{GatewayError, Origin};
+use crate::metering::metrics::MeteringFamilies;
+use crate::upstream::metrics::{BackendReliabilityMetrics, ReliabilityFamilies};
 
 /// Content type of the `/metrics` exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -142,6 +144,13 @@ pub struct Metrics {
     config_info: Family<HashLabels, Gauge>,
     config_hash: Mutex<Option<String>>,
     last_reload_success: Gauge<f64, AtomicU64>,
+    reliability: ReliabilityFamilies,
+    /// Rate-limit and budget refusals, budget spend, usage reports.
+    pub metering: MeteringFamilies,
+    /// Attempt outcomes per backend, kept across reloads, read by the usage reporter (not exported).
+    tallies: Family<RequestLabels, Arc<AttemptTally>>,
+    /// Cache, PII and shadow-traffic families.
+    pub policy: crate::policy_metrics::PolicyMetrics,
 }
 
 impl Metrics {
@@ -216,7 +225,14 @@ impl Metrics {
             "Unix time of the last configuration swap",
             last_reload_success.clone(),
         );
+        let reliability = ReliabilityFamilies::register(&mut registry);
+        let metering = MeteringFamilies::register(&mut registry);
+        let policy = crate::policy_metrics::PolicyMetrics::register(&mut registry);
         Self {
+            policy,
+            reliability,
+            metering,
+            tallies: Family::default(),
             registry,
             key_labels,
             requests,
@@ -289,6 +305,8 @@ impl Metrics {
                 provider,
                 outcome: "success",
             }),
+            reliability: self.reliability.backend(route, backend),
+            tally: self.tallies.get_or_create_owned(&labels),
             labels,
         }
     }
@@ -400,6 +418,7 @@ impl Metrics {
 
     /// Counts one upstream attempt.
     pub fn record_attempt(&self, backend: &BackendMetrics, outcome: Result<(), &'static str>) {
+        backend.tally.record(outcome);
         match outcome {
             Ok(()) => {
                 backend.attempt_success.inc();
@@ -473,6 +492,34 @@ pub struct BackendMetrics {
     cached_tokens: Counter,
     cost: CostCounter,
     attempt_success: Counter,
+    /// Breaker state, retries, hedges and refusals of this backend.
+    pub reliability: BackendReliabilityMetrics,
+    /// Attempts, failures and the last failure class, for backend health in usage reports.
+    pub tally: Arc<AttemptTally>,
+}
+
+/// Upstream attempts of one backend since the gateway started.
+#[derive(Debug, Default)]
+pub struct AttemptTally {
+    pub attempts: AtomicU64,
+    pub failures: AtomicU64,
+    /// Class of the last failed attempt and when it happened.
+    pub last_failure: Mutex<Option<(&'static str, chrono::DateTime<chrono::Utc>)>>,
+}
+
+impl AttemptTally {
+    fn record(&self, outcome: Result<(), &'static str>) {
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(class) = outcome {
+            self.failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *self
+                .last_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some((class, chrono::Utc::now()));
+        }
+    }
 }
 
 /// Decrements the in-flight gauge when dropped (also when a client disconnects mid-stream).

@@ -1,13 +1,19 @@
 //! Logging setup and request ids.
 //!
 //! Logs are JSON lines on stderr by default (one object per event, with the request span's fields), or
-//! human-readable text for terminals. Prompts, completions and keys are never logged. Traces via OTLP can
-//! be added as one more `tracing` layer here without touching the pipeline: every request already runs in
-//! a `request` span carrying `request_id`, `route`, `backend`, `provider` and `model`.
+//! human-readable text for terminals. Prompts, completions and keys are never logged. Every request runs in
+//! a `request` span carrying `request_id`, `route`, `backend`, `provider` and `model`; with an OTLP endpoint
+//! configured ([`otel`]), one more layer exports it, with one child span per upstream attempt ([`genai`]).
+
+pub mod genai;
+pub mod otel;
 
 use http::HeaderValue;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,6 +43,42 @@ pub fn init(format: LogFormat) -> Result<(), String> {
         LogFormat::Text => builder.try_init(),
     };
     result.map_err(|error| error.to_string())
+}
+
+/// Installs the global subscriber with trace export when `traces` is set ([`otel::TraceExport::resolve`]).
+/// Without it, this is exactly [`init`]: the request path does no trace work at all. Keep the returned
+/// [`otel::Tracing`] and call [`otel::Tracing::shutdown`] on exit to flush queued spans.
+pub fn install(
+    format: LogFormat,
+    traces: Option<&otel::TraceExport>,
+) -> Result<otel::Tracing, String> {
+    let Some(traces) = traces else {
+        init(format)?;
+        return Ok(otel::Tracing::default());
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+        LogFormat::Text => logs.boxed(),
+    };
+    // Per-layer filters: `RUST_LOG` governs the logs only, and the attempt spans stay out of them so
+    // every log line keeps the request span's fields.
+    let logs = logs.with_filter(filter.and(tracing_subscriber::filter::filter_fn(otel::logged)));
+    let (traces_layer, tracing) = otel::layer(traces).map_err(|error| error.to_string())?;
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces_layer)
+        .try_init()
+        .map_err(|error| error.to_string())?;
+    tracing::info!(endpoint = %traces.display_url(), "exporting traces over OTLP/HTTP");
+    Ok(tracing)
 }
 
 /// Longest client-supplied request id that is accepted; longer ones are replaced by a fresh id.

@@ -51,6 +51,11 @@ pub enum Error {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("serving the usage endpoint on {addr}: {source}")]
+    UsageServer {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the compile task failed: {0}")]
     CompileTask(String),
     #[error("invalid settings: {0}")]
@@ -70,6 +75,7 @@ impl Error {
             Self::EncodeSnapshot(_) => "encode_snapshot",
             Self::Lease { .. } => "lease",
             Self::MetricsServer { .. } => "metrics_server",
+            Self::UsageServer { .. } => "usage_server",
             Self::CompileTask(_) => "compile_task",
             Self::Settings(_) => "settings",
         }

@@ -1,8 +1,8 @@
 //! Sluice operator: controllers that compile custom resources into gateway configuration.
 //!
 //! [`Operator::bind`] validates the settings and binds the operations endpoint; [`Operator::run`]
-//! starts the caches, the leader election and, while this instance leads, the publisher and status
-//! writer ([`controllers`]). The binary (`main.rs`) only parses flags, sets up logs and signals.
+//! starts the caches, the leader election, the usage endpoint ([`usage`]) and, while this instance
+//! leads, the publisher, the status writer ([`controllers`]) and the usage ledger folder. The binary (`main.rs`) only parses flags, sets up logs and signals.
 
 pub mod controllers;
 pub mod error;
@@ -12,6 +12,7 @@ pub mod ops;
 pub mod settings;
 pub mod stores;
 pub mod telemetry;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,13 +30,16 @@ use self::leader::LeaseConfig;
 use self::metrics::Metrics;
 pub use self::settings::Settings;
 use self::stores::MANAGER;
+use self::usage::{Clock, Inbox, SystemClock};
 
 /// An operator instance, ready to run.
 pub struct Operator {
     settings: Arc<Settings>,
     client: Client,
     listener: TcpListener,
+    usage_listener: TcpListener,
     metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Operator {
@@ -43,24 +47,46 @@ impl std::fmt::Debug for Operator {
         f.debug_struct("Operator")
             .field("settings", &self.settings)
             .field("listener", &self.listener)
+            .field("usage_listener", &self.usage_listener)
             .finish_non_exhaustive()
     }
 }
 
 impl Operator {
-    /// Validates `settings` and binds the operations endpoint.
+    /// Validates `settings` and binds the operations and usage endpoints.
     pub async fn bind(settings: Settings, client: Client) -> Result<Self> {
         settings.validate().map_err(Error::Settings)?;
         let addr = settings.metrics_addr;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::MetricsServer { addr, source })?;
+        let addr = settings.usage_addr;
+        let usage_listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::UsageServer { addr, source })?;
         Ok(Self {
             settings: Arc::new(settings),
             client,
             listener,
+            usage_listener,
             metrics: Metrics::new(),
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Replaces the clock that budget windows and usage status read (a test hook: see [`usage::ShiftedClock`]).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where gateways push usage reports.
+    pub fn usage_addr(&self) -> Result<SocketAddr> {
+        let addr = self.settings.usage_addr;
+        self.usage_listener
+            .local_addr()
+            .map_err(|source| Error::UsageServer { addr, source })
     }
 
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
@@ -77,7 +103,9 @@ impl Operator {
             settings,
             client,
             listener,
+            usage_listener,
             metrics,
+            clock,
         } = self;
         let identity = settings.identity();
         tracing::info!(
@@ -95,6 +123,16 @@ impl Operator {
             metrics: Arc::clone(&metrics),
         };
         background.spawn(ops::serve(listener, ops_state, shutdown.clone()));
+        let inbox = Inbox::default();
+        background.spawn(usage::server::serve(
+            usage_listener,
+            usage::server::IngestState {
+                inbox: inbox.clone(),
+                metrics: Arc::clone(&metrics),
+                gateway: settings.gateway_name.clone(),
+            },
+            shutdown.clone(),
+        ));
 
         let recorder = Recorder::new(
             client.clone(),
@@ -110,6 +148,8 @@ impl Operator {
             metrics: Arc::clone(&metrics),
             recorder,
             wake,
+            clock,
+            inbox,
         });
 
         let lease = LeaseConfig {

@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
     let operator = Operator::bind(settings, client).await?;
     tracing::info!(addr = %operator.metrics_addr()?, "serving /healthz, /readyz and /metrics");
+    tracing::info!(addr = %operator.usage_addr()?, "serving usage reports");
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     operator.run(shutdown).await?;

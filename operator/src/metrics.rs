@@ -1,4 +1,5 @@
-//! Prometheus metrics of the operator: compiles, publications, status reconciles, errors, snapshot size and leadership.
+//! Prometheus metrics of the operator: compiles, publications, status reconciles and patches, errors,
+//! snapshot size, leadership, usage reports and ledger writes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,46 @@ pub enum Outcome {
     unchanged,
     /// An API call failed; retried with back-off.
     error,
+}
+
+/// What became of a usage report.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[expect(
+    non_camel_case_types,
+    reason = "label values are lowercase on the wire"
+)]
+pub enum ReportResult {
+    /// Folded into the ledger and acknowledged.
+    folded,
+    /// Folded before; acknowledged again, not counted.
+    duplicate,
+    /// Invalid (400 or 413).
+    rejected,
+    /// Not the leader, or the ledger could not be written (503; the gateway resends).
+    unavailable,
+}
+
+/// How a ledger write ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[expect(
+    non_camel_case_types,
+    reason = "label values are lowercase on the wire"
+)]
+pub enum LedgerWrite {
+    ok,
+    /// Another writer changed the ledger first.
+    conflict,
+    error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReportLabels {
+    result: ReportResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LedgerLabels {
+    result: LedgerWrite,
 }
 
 /// Which half of a snapshot.
@@ -86,6 +127,10 @@ pub struct Metrics {
     resources: Family<ResourceLabels, Gauge>,
     is_leader: Gauge,
     keys_issued: Counter,
+    usage_reports: Family<ReportLabels, Counter>,
+    ledger_writes: Family<LedgerLabels, Counter>,
+    ledger_bytes: Gauge,
+    status_patches: Family<ScopeLabels, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -153,6 +198,30 @@ impl Metrics {
             "Virtual keys generated (new keys and rotations)",
             keys_issued.clone(),
         );
+        let usage_reports = Family::<ReportLabels, Counter>::default();
+        registry.register(
+            "usage_reports",
+            "Usage reports from gateways by result (folded, duplicate, rejected, unavailable)",
+            usage_reports.clone(),
+        );
+        let ledger_writes = Family::<LedgerLabels, Counter>::default();
+        registry.register(
+            "usage_ledger_writes",
+            "Writes of the usage ledger ConfigMap by result",
+            ledger_writes.clone(),
+        );
+        let ledger_bytes = Gauge::default();
+        registry.register(
+            "usage_ledger_bytes",
+            "Compressed size of the usage ledger last written",
+            ledger_bytes.clone(),
+        );
+        let status_patches = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "status_patches",
+            "Status patches sent to the API server by kind",
+            status_patches.clone(),
+        );
         Arc::new(Self {
             registry,
             reconciles,
@@ -164,6 +233,10 @@ impl Metrics {
             resources,
             is_leader,
             keys_issued,
+            usage_reports,
+            ledger_writes,
+            ledger_bytes,
+            status_patches,
         })
     }
 
@@ -238,6 +311,31 @@ impl Metrics {
     /// Counts a generated key.
     pub fn key_issued(&self) {
         self.keys_issued.inc();
+    }
+
+    /// Counts a usage report by what became of it.
+    pub fn report(&self, result: ReportResult) {
+        self.usage_reports
+            .get_or_create(&ReportLabels { result })
+            .inc();
+    }
+
+    /// Counts a ledger write; `bytes` is its compressed size when it succeeded.
+    pub fn ledger_written(&self, result: LedgerWrite, bytes: usize) {
+        self.ledger_writes
+            .get_or_create(&LedgerLabels { result })
+            .inc();
+        if result == LedgerWrite::ok {
+            self.ledger_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Counts a status patch of `kind`.
+    pub fn status_patched(&self, kind: Scope) {
+        self.status_patches
+            .get_or_create(&ScopeLabels { kind })
+            .inc();
     }
 
     /// The OpenMetrics text exposition of every metric.

@@ -19,6 +19,17 @@ pub const DEFAULT_RESYNC_INTERVAL: &str = "5m";
 /// Concurrent status patches: enough to write 10,000 statuses in seconds without flooding the API server.
 pub const DEFAULT_STATUS_CONCURRENCY: usize = 16;
 
+/// How often usage folded from gateway reports is written into statuses: each object is patched at
+/// most once per interval however much traffic it sees, and `kubectl get budgets` lags by about this much.
+pub const DEFAULT_USAGE_STATUS_INTERVAL: &str = "1s";
+/// A gateway silent this long is gone: its budget grants return to the others. Long enough to outlast
+/// an operator or network outage that the gateway rides out, resending the same report.
+pub const DEFAULT_USAGE_REPORTER_TTL: &str = "1h";
+
+/// A gateway silent this long no longer holds back the others' budget grants: live gateways report every
+/// flush interval (1 s by default) even when idle, so 30 s of silence means killed or cut off.
+pub const DEFAULT_USAGE_GRANT_TTL: &str = "30s";
+
 /// The operator's flags.
 #[derive(Parser, Clone, Debug)]
 #[command(
@@ -75,6 +86,26 @@ pub struct Settings {
     #[arg(long, env = "SLUICE_STATUS_CONCURRENCY", default_value_t = DEFAULT_STATUS_CONCURRENCY)]
     pub status_concurrency: usize,
 
+    /// Address of the usage endpoint (`POST /v1/usage/reports`) that gateways push usage and health to.
+    #[arg(long, env = "SLUICE_USAGE_ADDR", default_value = "0.0.0.0:8095")]
+    pub usage_addr: SocketAddr,
+
+    /// How often folded usage is written into Budget, VirtualKey and LLMRoute status.
+    #[arg(long, env = "SLUICE_USAGE_STATUS_INTERVAL", default_value = DEFAULT_USAGE_STATUS_INTERVAL, value_parser = parse_duration)]
+    pub usage_status_interval: Duration,
+
+    /// How long a gateway may stay silent before its budget grants are released.
+    #[arg(long, env = "SLUICE_USAGE_REPORTER_TTL", default_value = DEFAULT_USAGE_REPORTER_TTL, value_parser = parse_duration)]
+    pub usage_reporter_ttl: Duration,
+
+    /// How long a silent gateway's budget grants keep counting against the others'.
+    #[arg(long, env = "SLUICE_USAGE_GRANT_TTL", default_value = DEFAULT_USAGE_GRANT_TTL, value_parser = parse_duration)]
+    pub usage_grant_ttl: Duration,
+
+    /// Name of the ConfigMap (in the gateway namespace) that holds the usage ledger [default: sluice-usage-ledger-<gateway>].
+    #[arg(long, env = "SLUICE_USAGE_LEDGER_NAME")]
+    pub usage_ledger_name: Option<String>,
+
     /// Log format: json (default) or text.
     #[arg(long, env = "SLUICE_LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,
@@ -94,12 +125,21 @@ pub enum LogFormat {
 }
 
 impl Settings {
-    /// Settings with every default, for gateway `gateway` in `namespace` (tests and embedding).
+    /// Settings with every default, for gateway `gateway` in `namespace` (tests and embedding); the usage
+    /// endpoint takes a free loopback port, so several embedded operators can run in one process.
     pub fn for_gateway(gateway: &str, namespace: &str) -> Self {
         let mut settings = Self::parse_from(["sluice-operator"]);
         gateway.clone_into(&mut settings.gateway_name);
         namespace.clone_into(&mut settings.gateway_namespace);
+        settings.usage_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         settings
+    }
+
+    /// The usage ledger's ConfigMap name, derived from the gateway name when not set.
+    pub fn usage_ledger_name(&self) -> String {
+        self.usage_ledger_name
+            .clone()
+            .unwrap_or_else(|| format!("sluice-usage-ledger-{}", self.gateway_name))
     }
 
     /// The Lease name, derived from the gateway name when not set.
@@ -145,6 +185,15 @@ impl Settings {
             return Err(format!(
                 "--lease-renew-interval ({:?}) must be positive and at most half of --lease-duration ({:?}), so a renewal can fail once without losing the lease",
                 self.lease_renew_interval, self.lease_duration
+            ));
+        }
+        if self.usage_status_interval.is_zero() {
+            return Err("--usage-status-interval must be positive".to_owned());
+        }
+        if self.usage_grant_ttl.is_zero() || self.usage_grant_ttl > self.usage_reporter_ttl {
+            return Err(format!(
+                "--usage-grant-ttl ({:?}) must be positive and at most --usage-reporter-ttl ({:?})",
+                self.usage_grant_ttl, self.usage_reporter_ttl
             ));
         }
         if self.status_concurrency == 0 {

@@ -133,6 +133,16 @@ maxUnavailable: {{ .maxUnavailable | default 1 }}
 {{- .Values.operator.leaseName | default (printf "sluice-operator-%s" .Values.gateway.name) -}}
 {{- end -}}
 
+{{- /* The usage ledger ConfigMap, the operator's own default name for it. */ -}}
+{{- define "sluice.operator.ledgerName" -}}
+{{- printf "sluice-usage-ledger-%s" .Values.gateway.name -}}
+{{- end -}}
+
+{{- /* The operator's usage endpoint as gateways call it: the Service's cluster DNS name. */ -}}
+{{- define "sluice.operator.usageEndpoint" -}}
+{{- printf "http://%s.%s.svc:%v" (include "sluice.operator.fullname" .) .Release.Namespace .Values.operator.usagePort -}}
+{{- end -}}
+
 {{- define "sluice.operator.labels" -}}
 {{ include "sluice.labels" (dict "context" . "component" "operator") }}
 {{- end -}}

@@ -193,10 +193,19 @@ fn compile_spec(object: &ObjectRef, spec: &VirtualKeySpec) -> Result<KeyConfig, 
         problems.at_least_u64("spec.rotation.generation", rotation.generation, 0);
         problems.duration_ms("spec.rotation.gracePeriod", &rotation.grace_period, false);
     }
+    problems.names("spec.deniedModels", &spec.denied_models, 256);
+    let caps = spec.guardrails.clone().unwrap_or_default();
     let config = KeyConfig {
         id: object.id(),
         prefix: String::new(),
         models: dedup(spec.models.iter().map(|m| m.trim().to_owned())),
+        denied_models: dedup(spec.denied_models.iter().map(|m| m.trim().to_owned())),
+        max_prompt_tokens: caps
+            .max_prompt_tokens
+            .map(|n| problems.at_least_u64("spec.guardrails.maxPromptTokens", n, 1)),
+        max_tokens: caps
+            .max_tokens
+            .map(|n| problems.ranged_u32("spec.guardrails.maxTokens", n, 1, u32::MAX)),
         allowed_regions: dedup(spec.allowed_regions.iter().cloned()),
         rate_limit: spec
             .rate_limit

@@ -12,12 +12,14 @@ use super::refs::{BudgetDirectory, secret_value};
 use super::{Inputs, Kind, ObjectRef, Outcome, Problem, age_key, endpoint};
 use crate::conditions::reason;
 use crate::config::{
-    BackendConfig, BreakerConfig, CacheConfig, HedgeConfig, HedgeDelay, PiiConfig, PriceConfig,
-    RetryConfig, RouteConfig, SecretValue, TimeoutConfig, credential_id,
+    BackendConfig, BreakerConfig, CacheConfig, GuardrailsConfig, HedgeConfig, HedgeDelay,
+    PiiConfig, PriceConfig, RetryConfig, RouteConfig, SecretValue, SemanticCacheConfig,
+    ShadowConfig, StickinessConfig, TimeoutConfig, credential_id,
 };
 use crate::v1alpha1::{
-    AzureSettings, Backend, CachePolicy, CircuitBreaker, HedgePolicy, LLMRoute, LLMRouteSpec,
-    PiiEntity, PiiRedaction, Pricing, Provider, RequestParameters, RetryPolicy, RoutingStrategy,
+    AzureSettings, Backend, CachePolicy, CircuitBreaker, Guardrails, HedgePolicy, LLMRoute,
+    LLMRouteSpec, PiiEntity, PiiPattern, PiiRedaction, Pricing, Provider, RequestParameters,
+    RetryPolicy, RoutingStrategy, SemanticCachePolicy, ShadowPolicy, Stickiness, StickyBy,
     Timeouts,
 };
 
@@ -172,6 +174,23 @@ fn compile_spec(object: &ObjectRef, spec: &LLMRouteSpec) -> Result<RouteConfig, 
             .as_ref()
             .map(|pii| pii_policy(pii, &mut problems)),
         allowed_regions: dedup(spec.allowed_regions.iter().cloned()),
+        guardrails: spec
+            .guardrails
+            .as_ref()
+            .map(|guardrails| guardrails_policy(guardrails, &mut problems)),
+        stickiness: spec
+            .stickiness
+            .as_ref()
+            .map(|sticky| stickiness(spec.strategy, sticky, &mut problems)),
+        semantic_cache: spec
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.semantic.as_ref())
+            .map(|semantic| semantic_cache(semantic, &mut problems)),
+        shadow: spec
+            .shadow
+            .as_ref()
+            .map(|shadow| shadow_policy(&object.namespace, shadow, &spec.backends, &mut problems)),
         backends,
     };
     problems.into_result().map(|()| config)
@@ -199,12 +218,40 @@ fn resolve_refs(
             Err(problem) => problems.push(problem.reason, problem.message),
         }
     }
+    if let Some(reference) = spec
+        .shadow
+        .as_ref()
+        .and_then(|shadow| shadow.backend.credentials_ref.as_ref())
+    {
+        match secret_value(
+            inputs.secrets,
+            namespace,
+            "spec.shadow.backend.credentialsRef",
+            reference,
+        ) {
+            Ok(value) => values.push((
+                credential_id(namespace, &reference.name, &reference.key),
+                value,
+            )),
+            Err(problem) => problems.push(problem.reason, problem.message),
+        }
+    }
     budgets.check(namespace, &spec.budget_refs, &mut problems);
     problems.into_result().map(|()| values)
 }
 
 fn backend(namespace: &str, i: usize, backend: &Backend, problems: &mut Problems) -> BackendConfig {
-    let field = |name: &str| format!("spec.backends[{i}].{name}");
+    backend_at(namespace, &format!("spec.backends[{i}]"), backend, problems)
+}
+
+/// A backend declared at `path` (a route backend or the shadow backend).
+fn backend_at(
+    namespace: &str,
+    path: &str,
+    backend: &Backend,
+    problems: &mut Problems,
+) -> BackendConfig {
+    let field = |name: &str| format!("{path}.{name}");
     if !is_dns_label(&backend.name) {
         problems.invalid(
             field("name"),
@@ -478,6 +525,33 @@ fn cache_policy(cache: &CachePolicy, problems: &mut Problems) -> CacheConfig {
     }
 }
 
+fn semantic_cache(semantic: &SemanticCachePolicy, problems: &mut Problems) -> SemanticCacheConfig {
+    let field = "spec.cache.semantic";
+    problems.name(
+        format_args!("{field}.embeddingModel"),
+        &semantic.embedding_model,
+        MAX_MODEL_NAME,
+    );
+    if !(0.5..=1.0).contains(&semantic.threshold) {
+        problems.invalid(
+            format_args!("{field}.threshold"),
+            format!("must be between 0.5 and 1, got {}", semantic.threshold),
+        );
+    }
+    SemanticCacheConfig {
+        embedding_model: semantic.embedding_model.trim().to_owned(),
+        threshold: semantic.threshold,
+        max_entries: problems
+            .ranged_u32(
+                format_args!("{field}.maxEntries"),
+                semantic.max_entries,
+                1,
+                100_000,
+            )
+            .into(),
+    }
+}
+
 fn parameters(
     field: &str,
     parameters: Option<&RequestParameters>,
@@ -521,8 +595,137 @@ const fn _all_pii_entities_listed(entity: PiiEntity) {
 }
 
 fn pii_policy(pii: &PiiRedaction, problems: &mut Problems) -> PiiConfig {
-    for (i, pattern) in pii.custom_patterns.iter().enumerate() {
-        let field = format!("spec.piiRedaction.customPatterns[{i}]");
+    check_patterns(
+        "spec.piiRedaction.customPatterns",
+        &pii.custom_patterns,
+        problems,
+    );
+    PiiConfig {
+        mode: pii.mode,
+        entities: if pii.entities.is_empty() {
+            ALL_PII_ENTITIES.to_vec()
+        } else {
+            dedup(pii.entities.iter().copied())
+        },
+        custom_patterns: pii.custom_patterns.clone(),
+        responses: pii.responses,
+    }
+}
+
+fn guardrails_policy(guardrails: &Guardrails, problems: &mut Problems) -> GuardrailsConfig {
+    let field = "spec.guardrails";
+    check_patterns(
+        &format!("{field}.blockedPatterns"),
+        &guardrails.blocked_patterns,
+        problems,
+    );
+    for (i, pattern) in guardrails.blocked_patterns.iter().enumerate() {
+        if let Some(first) = guardrails.blocked_patterns[..i]
+            .iter()
+            .position(|other| other.name == pattern.name)
+        {
+            problems.invalid(
+                format_args!("{field}.blockedPatterns[{i}].name"),
+                format!(
+                    "{:?} is already the name of blockedPatterns[{first}]",
+                    pattern.name
+                ),
+            );
+        }
+    }
+    GuardrailsConfig {
+        max_prompt_tokens: guardrails
+            .max_prompt_tokens
+            .map(|n| problems.at_least_u64(format_args!("{field}.maxPromptTokens"), n, 1)),
+        max_tokens: guardrails
+            .max_tokens
+            .map(|n| problems.ranged_u32(format_args!("{field}.maxTokens"), n, 1, u32::MAX)),
+        blocked_patterns: guardrails.blocked_patterns.clone(),
+    }
+}
+
+fn stickiness(
+    strategy: RoutingStrategy,
+    sticky: &Stickiness,
+    problems: &mut Problems,
+) -> StickinessConfig {
+    if strategy != RoutingStrategy::Weighted {
+        problems.invalid(
+            "spec.stickiness",
+            "applies to the weighted strategy; set strategy: weighted",
+        );
+    }
+    let header = match (sticky.by, &sticky.header) {
+        (StickyBy::Header, None) => {
+            problems.invalid(
+                "spec.stickiness.header",
+                "stickiness by header needs the header name",
+            );
+            None
+        }
+        (_, Some(name)) => {
+            if http_header_name(name) {
+                Some(name.to_ascii_lowercase())
+            } else {
+                problems.invalid(
+                    "spec.stickiness.header",
+                    format!("{name:?} is not a valid HTTP header name"),
+                );
+                None
+            }
+        }
+        (StickyBy::Key, None) => None,
+    };
+    StickinessConfig {
+        by: sticky.by,
+        header,
+    }
+}
+
+fn http_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b))
+}
+
+fn shadow_policy(
+    namespace: &str,
+    shadow: &ShadowPolicy,
+    backends: &[Backend],
+    problems: &mut Problems,
+) -> ShadowConfig {
+    let field = "spec.shadow";
+    if backends.iter().any(|b| b.name == shadow.backend.name) {
+        problems.invalid(
+            format_args!("{field}.backend.name"),
+            format!(
+                "{:?} is already the name of a route backend; the shadow backend needs its own name",
+                shadow.backend.name
+            ),
+        );
+    }
+    ShadowConfig {
+        backend: backend_at(
+            namespace,
+            &format!("{field}.backend"),
+            &shadow.backend,
+            problems,
+        ),
+        percent: problems.ranged_u32(
+            format_args!("{field}.percent"),
+            shadow.percent.into(),
+            1,
+            100,
+        ),
+    }
+}
+
+/// Names and regexes of user patterns (PII custom patterns, blocked patterns) at `field`.
+fn check_patterns(field: &str, patterns: &[PiiPattern], problems: &mut Problems) {
+    for (i, pattern) in patterns.iter().enumerate() {
+        let field = format!("{field}[{i}]");
         let name_ok = !pattern.name.is_empty()
             && pattern.name.len() <= 63
             && pattern
@@ -548,16 +751,6 @@ fn pii_policy(pii: &PiiRedaction, problems: &mut Problems) -> PiiConfig {
                 .join(" ");
             problems.invalid(format_args!("{field}.regex"), error);
         }
-    }
-    PiiConfig {
-        mode: pii.mode,
-        entities: if pii.entities.is_empty() {
-            ALL_PII_ENTITIES.to_vec()
-        } else {
-            dedup(pii.entities.iter().copied())
-        },
-        custom_patterns: pii.custom_patterns.clone(),
-        responses: pii.responses,
     }
 }
 

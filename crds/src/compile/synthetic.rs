@@ -154,6 +154,9 @@ fn route(gateway: &str, i: usize, teams: usize) -> LLMRoute {
         system_prompt_prefix: None,
         pii_redaction: None,
         allowed_regions: vec![],
+        guardrails: None,
+        stickiness: None,
+        shadow: None,
     };
     LLMRoute {
         metadata: meta(format!("route-{i:05}"), team(i % teams)),
@@ -176,6 +179,8 @@ fn virtual_key(gateway: &str, i: usize, teams: usize, routes_per_team: usize) ->
         gateway: gateway.to_owned(),
         description: Some(format!("synthetic key {i}")),
         models,
+        denied_models: vec![],
+        guardrails: None,
         allowed_regions: vec![],
         rate_limit: Some(RateLimit {
             requests_per_minute: Some(600),

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::v1alpha1::{
     AzureSettings, BudgetAction, BudgetWindow, CacheScope, FailureMode, PiiEntity, PiiMode,
-    PiiPattern, Provider, RequestParameters, RetryOn, RoutingStrategy,
+    PiiPattern, Provider, RequestParameters, RetryOn, RoutingStrategy, StickyBy,
 };
 
 /// Version of the compiled configuration format.
@@ -153,6 +153,58 @@ pub struct RouteConfig {
     /// Empty means any region.
     #[serde(default)]
     pub allowed_regions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<GuardrailsConfig>,
+    /// Sticky weighted assignment (only with the `weighted` strategy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stickiness: Option<StickinessConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowConfig>,
+    /// Semantic layer of the cache (only with `cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic_cache: Option<SemanticCacheConfig>,
+}
+
+/// Compiled semantic cache policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SemanticCacheConfig {
+    /// Model name of the embeddings route.
+    pub embedding_model: String,
+    /// Cosine similarity needed for a hit, in (0, 1].
+    pub threshold: f64,
+    pub max_entries: u64,
+}
+
+/// Compiled request guardrails of a route.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardrailsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompt_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_patterns: Vec<PiiPattern>,
+}
+
+/// Compiled sticky assignment.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StickinessConfig {
+    pub by: StickyBy,
+    /// Lowercase header name (with `by: header`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
+/// Compiled shadow traffic policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowConfig {
+    pub backend: BackendConfig,
+    /// Share of requests mirrored, 1–100.
+    pub percent: u32,
 }
 
 /// A compiled backend.
@@ -284,6 +336,13 @@ pub struct KeyConfig {
     /// Model names the key may call; empty allows all.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Model names the key may not call (any name of a route denies the route).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_models: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompt_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
     #[serde(default)]
     pub allowed_regions: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -63,6 +63,8 @@ use super::common::{BudgetRef, RateLimit, SecretKeyRef, UsageTotals, default_gat
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.backends.all(b, self.backends.exists_one(o, o.name == b.name))").message("backend names must be unique within a route").field_path(".backends"))]
 #[x_kube(validation = Rule::new("self.strategy != 'lowest-cost' || self.backends.all(b, has(b.pricing))").message("strategy lowest-cost needs pricing on every backend").field_path(".strategy"))]
+#[x_kube(validation = Rule::new("!has(self.stickiness) || self.strategy == 'weighted'").message("stickiness applies to the weighted strategy").field_path(".stickiness"))]
+#[x_kube(validation = Rule::new("!has(self.shadow) || self.backends.all(b, b.name != self.shadow.backend.name)").message("the shadow backend needs a name of its own (not one of the route's backends)").field_path(".shadow.backend.name"))]
 pub struct LLMRouteSpec {
     /// Name of the Sluice gateway that serves this route. Each gateway's operator only compiles the
     /// resources that name it.
@@ -127,6 +129,80 @@ pub struct LLMRouteSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub allowed_regions: Vec<String>,
+    /// Limits on what a request may ask for: prompt size, output size, forbidden text. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<Guardrails>,
+    /// Sticky assignment for the `weighted` strategy (A/B tests): the same caller always lands on the
+    /// same backend while it is available. Off when absent (plain weighted round robin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stickiness: Option<Stickiness>,
+    /// Mirror a share of requests to another backend, fire and forget: the client never waits for it or
+    /// sees its answer. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowPolicy>,
+}
+
+/// Limits on requests, enforced before anything is sent upstream (400 with a clear error).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.blockedPatterns.all(p, self.blockedPatterns.exists_one(o, o.name == p.name))").message("blocked pattern names must be unique").field_path(".blockedPatterns"))]
+pub struct Guardrails {
+    /// Most prompt tokens a request may carry (estimated at about 4 characters per token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_prompt_tokens: Option<i64>,
+    /// Highest `max_tokens` a request may ask for; requests that set none get this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4_294_967_295_i64))]
+    pub max_tokens: Option<i64>,
+    /// Requests whose text matches any of these patterns are refused (the error names the pattern,
+    /// never the text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub blocked_patterns: Vec<PiiPattern>,
+}
+
+/// What a sticky assignment hashes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StickyBy {
+    /// The caller's virtual key.
+    #[default]
+    Key,
+    /// The value of a request header (e.g. a user or session id); requests without it fall back to
+    /// the key.
+    Header,
+}
+
+/// Sticky assignment: a deterministic hash of the key or a header picks the backend, in proportion to
+/// the backends' weights.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.by != 'header' || has(self.header)").message("stickiness by header needs the header name").field_path(".header"))]
+pub struct Stickiness {
+    /// key (default) or header.
+    #[serde(default)]
+    pub by: StickyBy,
+    /// Request header whose value assigns the caller (with `by: header`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    )]
+    pub header: Option<String>,
+}
+
+/// Shadow traffic: a copy of a share of requests goes to a backend that is not one of the route's
+/// candidates. Its answers are discarded and counted in their own metrics, never billed to the caller.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowPolicy {
+    /// The backend that receives the copies (the same fields as a route backend). Region rules apply to
+    /// it too: a copy is never sent outside the request's allowed regions.
+    pub backend: Backend,
+    /// Share of requests mirrored, in percent.
+    #[schemars(range(min = 1, max = 100))]
+    pub percent: i32,
 }
 
 /// Backend selection strategy.
@@ -507,8 +583,8 @@ pub enum CacheScope {
     Shared,
 }
 
-/// Exact-match response cache.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// Exact-match response cache, optionally with a semantic layer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CachePolicy {
     /// How long a cached response is served.
@@ -522,6 +598,35 @@ pub struct CachePolicy {
     #[serde(default = "default_cache_entries")]
     #[schemars(range(min = 1, max = 10_000_000))]
     pub max_entries: i64,
+    /// Also serve answers to prompts that mean the same (opt-in): prompts are embedded through an
+    /// embeddings route of this gateway and compared by cosine similarity. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<SemanticCachePolicy>,
+}
+
+/// Semantic cache: a stored answer is served when a new prompt's embedding is close enough to the one it
+/// answered, for the same tenant, route and sampling parameters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SemanticCachePolicy {
+    /// Model name (or alias) of an LLMRoute of the same gateway that serves embeddings.
+    #[schemars(length(min = 1, max = 256))]
+    pub embedding_model: String,
+    /// Cosine similarity at or above which a stored answer is served.
+    #[serde(default = "default_semantic_threshold")]
+    #[schemars(range(min = 0.5, max = 1.0))]
+    pub threshold: f64,
+    /// Most prompts indexed per route and gateway process (oldest dropped first).
+    #[serde(default = "default_semantic_entries")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_entries: i64,
+}
+
+fn default_semantic_threshold() -> f64 {
+    0.95
+}
+fn default_semantic_entries() -> i64 {
+    1_000
 }
 
 fn default_cache_ttl() -> String {

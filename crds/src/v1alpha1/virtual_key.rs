@@ -83,6 +83,15 @@ pub struct VirtualKeySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub models: Vec<String>,
+    /// Model names (route models or aliases) the key may not call, even when `models` allows them;
+    /// naming any name of a route denies the whole route (403).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub denied_models: Vec<String>,
+    /// Caps on what requests with this key may ask for, on top of the route's guardrails (the lower
+    /// cap wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<KeyGuardrails>,
     /// Regions requests with this key may be sent to. Empty allows any region the route allows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
@@ -108,6 +117,20 @@ pub struct VirtualKeySpec {
     /// working for `gracePeriod`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<KeyRotation>,
+}
+
+/// Per-key caps (400 when a request exceeds one).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyGuardrails {
+    /// Most prompt tokens a request may carry (estimated at about 4 characters per token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_prompt_tokens: Option<i64>,
+    /// Highest `max_tokens` a request may ask for; requests that set none get this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4_294_967_295_i64))]
+    pub max_tokens: Option<i64>,
 }
 
 /// Rotation of a generated key.

@@ -16,6 +16,7 @@ mod key;
 mod memory;
 mod redis;
 mod replay;
+mod request;
 mod store;
 
 use std::fmt;
@@ -33,6 +34,7 @@ pub use key::{CacheKey, Tenant};
 pub use memory::MemoryCache;
 pub use redis::{RedisCache, RedisCacheOptions};
 pub use replay::replay_chunks;
+pub use request::RequestCache;
 pub use store::RouteCaches;
 
 /// What an entry holds: the canonical (OpenAI-shaped) completion, served as JSON or replayed as a stream on

@@ -7,12 +7,15 @@ use std::sync::{Arc, PoisonError, RwLock};
 use sluice_crds::config::CacheConfig;
 
 use super::{MemoryCache, RedisCache, ResponseCache};
+use crate::semantic::SemanticIndex;
 
 /// Where entries live, and the handle each cached route uses.
 #[derive(Debug)]
 pub struct RouteCaches {
     redis: Option<Arc<RedisCache>>,
     memory: RwLock<HashMap<String, Arc<MemoryCache>>>,
+    /// Semantic indexes, always in this process.
+    semantic: RwLock<HashMap<String, Arc<SemanticIndex>>>,
 }
 
 impl RouteCaches {
@@ -21,6 +24,7 @@ impl RouteCaches {
         Self {
             redis: None,
             memory: RwLock::new(HashMap::new()),
+            semantic: RwLock::new(HashMap::new()),
         }
     }
 
@@ -30,6 +34,7 @@ impl RouteCaches {
         Self {
             redis: Some(Arc::new(redis)),
             memory: RwLock::new(HashMap::new()),
+            semantic: RwLock::new(HashMap::new()),
         }
     }
 
@@ -61,10 +66,41 @@ impl RouteCaches {
         cache.clone()
     }
 
+    /// The semantic index of `route_id`, kept across reloads while its bound is unchanged.
+    pub fn semantic_for_route(&self, route_id: &str, max_entries: u64) -> Arc<SemanticIndex> {
+        let existing = self
+            .semantic
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(route_id)
+            .filter(|index| index.max_entries() == max_entries)
+            .cloned();
+        if let Some(index) = existing {
+            return index;
+        }
+        let mut indexes = self
+            .semantic
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let index = indexes
+            .entry(route_id.to_owned())
+            .and_modify(|index| {
+                if index.max_entries() != max_entries {
+                    *index = Arc::new(SemanticIndex::new(max_entries));
+                }
+            })
+            .or_insert_with(|| Arc::new(SemanticIndex::new(max_entries)));
+        index.clone()
+    }
+
     /// Drops the in-memory caches of routes that are gone (call after a reload with the live route ids).
     pub fn retain<'a>(&self, live_routes: impl IntoIterator<Item = &'a str>) {
         let live: std::collections::HashSet<&str> = live_routes.into_iter().collect();
         self.memory
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|route, _| live.contains(route.as_str()));
+        self.semantic
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|route, _| live.contains(route.as_str()));

@@ -16,6 +16,7 @@ use super::state::{BackendState, RouteState, StateRegistry};
 use crate::auth::{HashProblem, Key, KeyTable, Scope};
 use crate::metrics::{BackendMetrics, Metrics};
 use crate::providers::{ApiKey, BackendTarget, ProviderKind};
+use crate::reliability::{BackendReliability, ReliabilityRegistry, RouteReliability};
 use crate::upstream::{HttpClient, Transport};
 
 /// What building a configuration needs besides the snapshot.
@@ -23,6 +24,8 @@ use crate::upstream::{HttpClient, Transport};
 pub struct BuildContext<'a> {
     pub transport: &'a Transport,
     pub state: &'a StateRegistry,
+    /// Breakers, budgets and latency histograms, kept across reloads for unchanged backends.
+    pub reliability: &'a ReliabilityRegistry,
     pub metrics: &'a Metrics,
 }
 
@@ -60,6 +63,8 @@ pub struct Backend {
     /// Input plus output price per million tokens, compared by `lowest-cost`.
     pub blended_price: Option<f64>,
     pub state: Arc<BackendState>,
+    /// Circuit breaker, retry budget and latency histogram (see [`crate::reliability`]).
+    pub reliability: Arc<BackendReliability>,
     pub metrics: BackendMetrics,
     /// The compiled backend, for later layers (pricing, context window).
     pub config: BackendConfig,
@@ -80,8 +85,14 @@ pub struct Route {
     pub system_prompt_prefix: Option<String>,
     pub allowed_regions: Vec<String>,
     pub state: Arc<RouteState>,
+    /// The route's hedge budget.
+    pub reliability: Arc<RouteReliability>,
     /// The compiled route, for later layers (breaker, hedge, cache, limits, PII).
     pub config: RouteConfig,
+    /// PII policy and guardrails, compiled once per snapshot.
+    pub policy: Arc<crate::guardrails::RoutePolicy>,
+    /// Where copies of a share of requests go (never a candidate).
+    pub shadow: Option<crate::shadow::ShadowTarget>,
 }
 
 /// A served configuration. Requests hold an `Arc` of it for their whole life, so a reload never changes
@@ -221,12 +232,27 @@ fn build_route(
             }
         }
     }
+    let policy = crate::guardrails::RoutePolicy::build(config)
+        .map_err(|problem| problems.push(format!("route {id}: {problem}")))
+        .ok();
+    let shadow = config.shadow.as_ref().and_then(|shadow| {
+        build_backend(&id, &shadow.backend, secrets, client.clone(), ctx)
+            .map(|backend| crate::shadow::ShadowTarget::new(Arc::new(backend), shadow.percent))
+            .map_err(|problem| {
+                problems.push(format!(
+                    "route {id} shadow backend {}: {problem}",
+                    shadow.backend.name
+                ))
+            })
+            .ok()
+    });
     if problems.len() > before {
         return None;
     }
     let names: Vec<String> = config.backends.iter().map(|b| b.name.clone()).collect();
     Some(Route {
         state: ctx.state.route(&id, &names),
+        reliability: ctx.reliability.route(&id),
         model: config.model.as_str().into(),
         strategy: config.strategy,
         backends,
@@ -237,6 +263,8 @@ fn build_route(
         system_prompt_prefix: config.system_prompt_prefix.clone(),
         allowed_regions: config.allowed_regions.clone(),
         config: config.clone(),
+        policy: Arc::new(policy.unwrap_or_default()),
+        shadow,
         id,
     })
 }
@@ -301,6 +329,7 @@ fn build_backend(
     Ok(Backend {
         metrics: ctx.metrics.backend(route, &name, provider.as_str()),
         state: ctx.state.backend(route, &name),
+        reliability: ctx.reliability.backend(route, config),
         provider,
         target,
         client,
@@ -413,6 +442,10 @@ mod tests {
             system_prompt_prefix: None,
             pii: None,
             allowed_regions: vec![],
+            guardrails: None,
+            stickiness: None,
+            shadow: None,
+            semantic_cache: None,
         }
     }
 
@@ -421,6 +454,9 @@ mod tests {
             id: id.into(),
             prefix: "sk".into(),
             models: models.iter().map(|m| (*m).to_owned()).collect(),
+            denied_models: vec![],
+            max_prompt_tokens: None,
+            max_tokens: None,
             allowed_regions: vec![],
             rate_limit: None,
             budgets: vec![],
@@ -457,6 +493,7 @@ mod tests {
             BuildContext {
                 transport: &transport,
                 state: &state,
+                reliability: &ReliabilityRegistry::default(),
                 metrics: &metrics,
             },
         )

@@ -10,6 +10,7 @@ use sluice_crds::config::{LoadError, Snapshot};
 use super::runtime::{BuildContext, RuntimeConfig};
 use super::state::StateRegistry;
 use crate::metrics::Metrics;
+use crate::reliability::ReliabilityRegistry;
 use crate::upstream::Transport;
 
 /// How long a half-written update may stay half-written before it is reported as an error: the operator
@@ -78,7 +79,23 @@ pub struct ConfigStore {
     rejected: Mutex<Option<(String, String)>>,
     transport: Arc<Transport>,
     state: StateRegistry,
+    reliability: ReliabilityRegistry,
     metrics: Arc<Metrics>,
+    /// Called after every swap with the configuration now served (e.g. to drop caches of deleted routes).
+    swap_hooks: SwapHooks,
+}
+
+/// A callback run after a swap.
+pub type SwapHook = Box<dyn Fn(&RuntimeConfig) + Send + Sync>;
+
+#[derive(Default)]
+struct SwapHooks(Mutex<Vec<SwapHook>>);
+
+impl std::fmt::Debug for SwapHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.0.lock().unwrap_or_else(PoisonError::into_inner).len();
+        write!(f, "SwapHooks({count})")
+    }
 }
 
 fn unix_now() -> u64 {
@@ -97,8 +114,19 @@ impl ConfigStore {
             rejected: Mutex::new(None),
             transport,
             state: StateRegistry::default(),
+            reliability: ReliabilityRegistry::default(),
             metrics,
+            swap_hooks: SwapHooks::default(),
         }
+    }
+
+    /// Runs `hook` after every future swap (under the build lock, so hooks see swaps in order).
+    pub fn on_swap(&self, hook: SwapHook) {
+        self.swap_hooks
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(hook);
     }
 
     /// The served configuration; hold the `Arc` for the whole request.
@@ -147,6 +175,7 @@ impl ConfigStore {
         let ctx = BuildContext {
             transport: &self.transport,
             state: &self.state,
+            reliability: &self.reliability,
             metrics: &self.metrics,
         };
         match RuntimeConfig::build(snapshot, ctx) {
@@ -157,8 +186,19 @@ impl ConfigStore {
                 let routes = config.routes.len();
                 let keys = config.keys.len();
                 let live = config.backend_ids();
-                let previous = self.current.swap(Some(Arc::new(config)));
+                let config = Arc::new(config);
+                let previous = self.current.swap(Some(config.clone()));
                 self.state.retain(&live);
+                self.reliability.retain(&live);
+                for hook in self
+                    .swap_hooks
+                    .0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                {
+                    hook(&config);
+                }
                 let now = unix_now();
                 self.metrics.record_reload(source.as_str(), "success");
                 self.metrics.set_config_hash(&snapshot.hash, now as f64);

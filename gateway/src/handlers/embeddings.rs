@@ -11,7 +11,7 @@ use crate::app::{Exchange, candidates, ok_json, resolve_route};
 use crate::body::ResponseBody;
 use crate::config::{Route, RuntimeConfig};
 use crate::error::GatewayError;
-use crate::metering::Admission;
+use crate::metering::{Admission, Prompt};
 use crate::upstream::dispatch::Dispatch;
 
 fn prepare(
@@ -19,21 +19,24 @@ fn prepare(
     config: &RuntimeConfig,
     bytes: &[u8],
 ) -> Result<(EmbeddingsRequest, Arc<Route>, Vec<usize>), GatewayError> {
-    let request = parse_embeddings_request(bytes)?;
+    let mut request = parse_embeddings_request(bytes)?;
     let key = exchange.key.clone().ok_or(GatewayError::Internal(
         "embeddings handler without a key".into(),
     ))?;
     let route = resolve_route(config, &key, &request.model)?;
     exchange.route = Some(route.clone());
+    crate::guardrails::screen_embeddings(&exchange.app.metrics.policy, &route, &key, &mut request)?;
     let candidates = candidates(&route, &key)?;
-    exchange.app.meter.admit(&Admission {
+    let admitted = exchange.app.meter.admit(&Admission {
         request_id: exchange.request_id(),
         key: &key,
         route: &route,
+        budgets: &config.budgets,
+        prompt: Prompt::Embeddings(&request),
         max_output_tokens: None,
         streaming: false,
     })?;
-    exchange.admitted = true;
+    exchange.admit(admitted);
     Ok((request, route, candidates))
 }
 

@@ -14,6 +14,7 @@ mod mask;
 mod redactor;
 mod stream;
 
+pub(crate) use chat::message_texts;
 pub use entity::{CustomEntity, EntityKind, Finding, Tally};
 pub use error::PiiError;
 pub use guardrails::{BlockedPatterns, GuardrailBlocked};

@@ -13,6 +13,7 @@ mod matrix_tests;
 pub mod media;
 pub mod openai;
 pub mod openai_compatible;
+pub mod passthrough;
 pub mod sse;
 pub mod usage;
 

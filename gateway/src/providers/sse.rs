@@ -17,6 +17,15 @@ pub struct SseEvent<'a> {
 #[error("server-sent event larger than {MAX_EVENT_BYTES} bytes")]
 pub struct EventTooLarge;
 
+/// Appends `bytes` as text. Valid UTF-8 (every real stream) takes the fast validator; anything else is
+/// replaced lossily rather than failing the stream.
+fn push_utf8(target: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => target.push_str(text),
+        Err(_) => target.push_str(&String::from_utf8_lossy(bytes)),
+    }
+}
+
 /// Stateful parser: feed chunks as they arrive, receive complete events through a callback.
 #[derive(Debug, Default)]
 pub struct SseParser {
@@ -113,12 +122,12 @@ impl SseParser {
                 if self.has_data {
                     self.data.push('\n');
                 }
-                self.data.push_str(&String::from_utf8_lossy(value));
+                push_utf8(&mut self.data, value);
                 self.has_data = true;
             }
             b"event" => {
                 self.event.clear();
-                self.event.push_str(&String::from_utf8_lossy(value));
+                push_utf8(&mut self.event, value);
             }
             _ => {}
         }

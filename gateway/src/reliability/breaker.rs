@@ -22,14 +22,14 @@ use crate::providers::UpstreamErrorKind;
 pub enum BreakerState {
     /// Traffic flows; outcomes are counted.
     Closed = 0,
-    /// Traffic is refused until `openFor` has passed.
-    Open = 1,
     /// One probe is (or may be) in flight; everyone else is refused.
-    HalfOpen = 2,
+    HalfOpen = 1,
+    /// Traffic is refused until `openFor` has passed.
+    Open = 2,
 }
 
 impl BreakerState {
-    /// Gauge value: 0 closed, 1 open, 2 half-open.
+    /// Gauge value: 0 closed, 1 half-open, 2 open (the chart's alert reads `== 2` as down).
     pub fn as_number(self) -> i64 {
         self as i64
     }
@@ -46,8 +46,8 @@ impl BreakerState {
     fn from_bits(bits: u64) -> Self {
         match bits & STATE_MASK {
             0 => BreakerState::Closed,
-            1 => BreakerState::Open,
-            _ => BreakerState::HalfOpen,
+            1 => BreakerState::HalfOpen,
+            _ => BreakerState::Open,
         }
     }
 }
@@ -115,6 +115,8 @@ struct Inner {
     generation: u64,
     state: State,
     consecutive_failures: u32,
+    /// The run of failures the latest success ended: a late failure of that same attempt resumes it.
+    streak_before_success: u32,
     /// `requests`: counted outcomes; `marked`: failures.
     window: SlidingWindow,
 }
@@ -134,6 +136,7 @@ impl Default for CircuitBreaker {
                 generation: 0,
                 state: State::Closed,
                 consecutive_failures: 0,
+                streak_before_success: 0,
                 window: SlidingWindow::new(Duration::ZERO),
             }),
         }
@@ -184,11 +187,30 @@ impl CircuitBreaker {
     }
 
     /// Counts a failure found after the attempt was already recorded as a success: a stream that stalled
-    /// or broke after its first event. It counts only while closed (it cannot decide a probe).
+    /// or broke after its first event. The attempt becomes a failure rather than a second outcome: the
+    /// window marks it failed, and the run of failures its success ended resumes, so a backend whose
+    /// streams all break opens like one whose attempts all fail. Counts only while closed (it cannot
+    /// decide a probe).
     pub fn record_late_failure(&self, config: &BreakerConfig, now: Instant) {
         let mut inner = self.lock();
-        if inner.state == State::Closed {
-            self.count(&mut inner, config, Outcome::Failure, now);
+        if inner.state != State::Closed {
+            return;
+        }
+        Self::fit_window(&mut inner, config);
+        inner.consecutive_failures = inner
+            .consecutive_failures
+            .max(inner.streak_before_success)
+            .saturating_add(1);
+        inner.streak_before_success = 0;
+        inner.window.add(now, 0, 1);
+        self.trip_if_due(&mut inner, config, now);
+    }
+
+    /// Restarts the window when the configured length changed (a reload).
+    fn fit_window(inner: &mut Inner, config: &BreakerConfig) {
+        let window = Duration::from_millis(config.window_ms);
+        if !inner.window.has_length(window) {
+            inner.window = SlidingWindow::new(window);
         }
     }
 
@@ -223,12 +245,10 @@ impl CircuitBreaker {
 
     /// Counts an outcome while closed and trips the breaker when a threshold is reached.
     fn count(&self, inner: &mut Inner, config: &BreakerConfig, outcome: Outcome, now: Instant) {
-        let window = Duration::from_millis(config.window_ms);
-        if !inner.window.has_length(window) {
-            inner.window = SlidingWindow::new(window);
-        }
+        Self::fit_window(inner, config);
         match outcome {
             Outcome::Success => {
+                inner.streak_before_success = inner.consecutive_failures;
                 inner.consecutive_failures = 0;
                 inner.window.add(now, 1, 0);
             }
@@ -240,9 +260,13 @@ impl CircuitBreaker {
         }
         // Only a failure opens the breaker, even when a success is what brings the window up to
         // `minRequests`: the next failure then decides.
-        if outcome != Outcome::Failure {
-            return;
+        if outcome == Outcome::Failure {
+            self.trip_if_due(inner, config, now);
         }
+    }
+
+    /// Opens the breaker when the run of failures or the window's error rate reached its threshold.
+    fn trip_if_due(&self, inner: &mut Inner, config: &BreakerConfig, now: Instant) {
         let counts = inner.window.sum(now);
         let rate_tripped = counts.requests >= u64::from(config.min_requests)
             && counts.marked.saturating_mul(100)
@@ -268,6 +292,7 @@ impl CircuitBreaker {
         inner.state = state;
         inner.generation += 1;
         inner.consecutive_failures = 0;
+        inner.streak_before_success = 0;
         inner.window.clear();
         let public = match state {
             State::Closed => BreakerState::Closed,
@@ -533,14 +558,33 @@ mod tests {
     fn late_stream_failures_count_while_closed() {
         let breaker = CircuitBreaker::default();
         let now = Instant::now();
-        for _ in 0..3 {
+        // Each stream succeeds at its first event, then breaks: the run of failures goes on.
+        for expected in 1..=2 {
             assert!(attempt(&breaker, Outcome::Success, now));
             breaker.record_late_failure(&config(), now);
+            assert_eq!(breaker.stats(now).consecutive_failures, expected);
+            assert_eq!(
+                breaker.stats(now).window,
+                WindowCounts {
+                    requests: expected.into(),
+                    marked: expected.into()
+                },
+                "one outcome per attempt"
+            );
         }
-        assert_eq!(breaker.stats(now).consecutive_failures, 1);
-        breaker.record_late_failure(&config(), now);
+        assert!(attempt(&breaker, Outcome::Success, now));
         breaker.record_late_failure(&config(), now);
         assert_eq!(breaker.state(), BreakerState::Open);
+
+        // A stream that completes in between ends the run.
+        let breaker = CircuitBreaker::default();
+        assert!(attempt(&breaker, Outcome::Success, now));
+        breaker.record_late_failure(&config(), now);
+        assert!(attempt(&breaker, Outcome::Success, now));
+        assert!(attempt(&breaker, Outcome::Success, now));
+        breaker.record_late_failure(&config(), now);
+        assert_eq!(breaker.stats(now).consecutive_failures, 1);
+        assert_eq!(breaker.state(), BreakerState::Closed);
     }
 
     #[test]
@@ -620,7 +664,7 @@ mod tests {
                 BreakerState::HalfOpen
             ]
             .map(BreakerState::as_number),
-            [0, 1, 2]
+            [0, 2, 1]
         );
     }
 }

@@ -7,9 +7,11 @@
 mod ewma;
 mod params;
 mod select;
+mod sticky;
 mod swrr;
 
 pub use ewma::LatencyEwma;
 pub use params::apply_route_parameters;
 pub use select::{BackendView, Selection, order_candidates, region_allowed};
+pub use sticky::sticky_order;
 pub use swrr::SmoothWeighted;

@@ -2,6 +2,7 @@
 
 mod client;
 pub mod dispatch;
+pub mod metrics;
 pub mod policy;
 pub mod stream;
 

@@ -1,6 +1,7 @@
 //! Relays a provider's stream to the client: each upstream frame is translated and re-encoded as soon as
 //! it arrives (no buffering beyond one frame), with idle and total timeouts, and exactly one end-of-stream
 //! report — also when the client disconnects, which drops the relay and with it the upstream connection.
+//! A stream that breaks or stalls after its first event is reported to its backend's circuit breaker.
 
 use std::convert::Infallible;
 
@@ -10,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use tokio::time::{Duration, Instant};
 
-use super::dispatch::OpenStream;
+use super::dispatch::{LateFailure, OpenStream};
 use crate::api::encode::{AnthropicSseEncoder, OpenAiSseEncoder};
 use crate::api::openai::Usage;
 use crate::providers::{ClientError, StreamItem, StreamTranslator, UpstreamErrorKind};
@@ -62,6 +63,14 @@ pub trait StreamObserver: Send + 'static {
     fn first_output(&mut self);
     /// The stream ended (called exactly once).
     fn finished(self: Box<Self>, end: StreamEnd<'_>);
+    /// Sees, and may rewrite, every canonical item before it is encoded (PII redaction, cache assembly).
+    fn item(&mut self, item: &mut StreamItem) {
+        let _ = item;
+    }
+    /// The upstream finished normally: one more item to encode before the end of the stream, if any.
+    fn last_item(&mut self) -> Option<StreamItem> {
+        None
+    }
 }
 
 struct Relay {
@@ -74,6 +83,8 @@ struct Relay {
     observer: Option<Box<dyn StreamObserver>>,
     first_sent: bool,
     failure: Option<&'static str>,
+    /// Set when the failure was the backend's (not the client's, not the request's).
+    late_failure: Option<LateFailure>,
     done: bool,
 }
 
@@ -84,14 +95,25 @@ impl Relay {
             if self.done {
                 return None;
             }
-            for item in self.items.drain(..) {
+            let mut backend_failed = false;
+            for mut item in self.items.drain(..) {
+                if let Some(observer) = self.observer.as_mut() {
+                    observer.item(&mut item);
+                }
                 if let StreamItem::Error(error) = &item {
                     self.failure.get_or_insert(failure_label(error.kind));
+                    backend_failed |= !error.kind.is_client_fault();
                 }
                 self.encoder.encode(&item, &mut out);
             }
+            if backend_failed {
+                self.report_late_failure();
+            }
             let Some(body) = self.body.as_mut() else {
                 if self.translator.is_complete() {
+                    if let Some(item) = self.observer.as_mut().and_then(|o| o.last_item()) {
+                        self.encoder.encode(&item, &mut out);
+                    }
                     self.encoder.finish(&mut out);
                 }
                 self.done = true;
@@ -139,9 +161,17 @@ impl Relay {
     /// Ends the stream with an error event (the head was sent long ago, so a status is no longer possible).
     fn fail(&mut self, class: &'static str, kind: UpstreamErrorKind, out: &mut Vec<u8>) {
         self.failure.get_or_insert(class);
+        self.report_late_failure();
         self.encoder.encode_error(&kind.client_error(), out);
         self.body = None;
         self.items.clear();
+    }
+
+    /// Counts the failure against the backend's breaker, once.
+    fn report_late_failure(&mut self) {
+        if let Some(late_failure) = self.late_failure.take() {
+            late_failure.report();
+        }
     }
 
     fn report(&mut self, complete: bool) {
@@ -191,6 +221,7 @@ pub fn relay(
         translator: stream.translator,
         encoder,
         items: stream.buffered,
+        late_failure: Some(stream.late_failure),
         idle,
         deadline,
         observer: Some(observer),

@@ -293,3 +293,53 @@ async fn before_the_first_configuration_the_gateway_is_not_ready_and_says_why() 
     assert_eq!(status, 503);
     assert_eq!(body["error"]["code"], "not_ready");
 }
+
+#[tokio::test]
+async fn a_route_removed_by_a_reload_loses_its_cached_answers() {
+    let upstream = Upstream::openai("fresh").await;
+    let mut cached = fixture(&upstream, &[]);
+    for route in &mut cached.config.routes {
+        route.cache = Some(sluice_crds::config::CacheConfig {
+            ttl_ms: 600_000,
+            scope: sluice_crds::v1alpha1::CacheScope::Key,
+            max_entries: 100,
+        });
+    }
+    let with_cache = cached.snapshot();
+    let gw = TestGateway::start(with_cache.clone()).await;
+    let cache_status = |response: &reqwest::Response| {
+        response.headers()["x-sluice-cache"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let body = chat_body("gpt-4o");
+    let first = gw
+        .post("/v1/chat/completions", APP_KEY, &body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cache_status(&first), "miss");
+    let second = gw
+        .post("/v1/chat/completions", APP_KEY, &body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cache_status(&second), "hit");
+
+    let store = gw.gateway.store();
+    store
+        .apply(&Fixture::default().snapshot(), Source::Static)
+        .unwrap();
+    store.apply(&with_cache, Source::Static).unwrap();
+    let after = gw
+        .post("/v1/chat/completions", APP_KEY, &body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cache_status(&after),
+        "miss",
+        "the route's entries went with the route"
+    );
+}

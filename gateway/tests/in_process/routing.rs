@@ -197,7 +197,8 @@ async fn region_restrictions_of_route_and_key_are_never_left_even_on_fallback() 
     .await;
 
     let (status, body) = gw.chat(&chat_body("gpt-4o")).await;
-    assert_eq!(status, 502, "the only in-region backend failed: {body}");
+    assert_eq!(status, 503, "the only in-region backend failed: {body}");
+    assert_eq!(body["error"]["code"], "region_unavailable", "{body}");
     assert_eq!(us.count(), 0, "never sent out of region");
 
     let disjoint = gw

@@ -347,6 +347,10 @@ pub fn route(id: &str, model: &str, backends: Vec<BackendConfig>) -> RouteConfig
         system_prompt_prefix: None,
         pii: None,
         allowed_regions: vec![],
+        guardrails: None,
+        stickiness: None,
+        shadow: None,
+        semantic_cache: None,
     }
 }
 
@@ -356,6 +360,9 @@ pub fn key(id: &str, models: &[&str]) -> KeyConfig {
         id: id.into(),
         prefix: "sk-test".into(),
         models: models.iter().map(|m| (*m).to_owned()).collect(),
+        denied_models: vec![],
+        max_prompt_tokens: None,
+        max_tokens: None,
         allowed_regions: vec![],
         rate_limit: None,
         budgets: vec![],

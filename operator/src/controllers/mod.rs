@@ -41,6 +41,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{Metrics, Outcome, Part, Scope};
 use crate::settings::Settings;
 use crate::stores::{Cache, Caches};
+use crate::usage::{Clock, Inbox, UsageView, folder};
 
 /// Consecutive failed publications before statuses say so: a single failed write is retried quietly
 /// instead of flipping every resource to not Ready and back.
@@ -60,6 +61,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub wake: Arc<Notify>,
+    /// Time for budget windows and usage status (injectable for tests).
+    pub clock: Arc<dyn Clock>,
+    /// Where the usage endpoint hands reports to the leader's ledger folder.
+    pub inbox: Inbox,
 }
 
 impl std::fmt::Debug for Context {
@@ -78,13 +83,17 @@ pub async fn lead(ctx: Arc<Context>, cancel: CancellationToken) {
     }
     tracing::info!(gateway = %ctx.settings.gateway_name, "leading: caches are synced, publishing");
     let (plans, plan_receiver) = watch::channel(None);
-    // Dropping the set (when this future is aborted) aborts the status writer with it.
+    let (views, view_receiver) = watch::channel(Arc::new(UsageView::default()));
+    // Dropping the set (when this future is aborted) aborts the status writer and the usage folder
+    // with it; the folder's queue closes, so the usage endpoint answers 503 from then on.
     let mut tasks = JoinSet::new();
     tasks.spawn(status_writer::run(
         Arc::clone(&ctx),
         plan_receiver,
+        view_receiver,
         cancel.clone(),
     ));
+    tasks.spawn(folder::run(Arc::clone(&ctx), views, cancel.clone()));
     let mut publisher = Publisher::new(&ctx.settings);
     // A new leader publishes at once: the events that happened before it led woke nobody.
     let mut first = true;

@@ -1,5 +1,6 @@
 //! What every status computation reads (the [`StatusPlan`] of one published compile) and returns (a
-//! [`StatusChange`]: the merge patch and the conditions before and after, for Events).
+//! [`StatusChange`]: the merge patch, the conditions before and after, and extra Events).
+//! Usage figures come separately, from the [`crate::usage::UsageView`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,4 +45,17 @@ pub struct StatusChange {
     pub patch: serde_json::Value,
     pub before: Vec<Condition>,
     pub after: Vec<Condition>,
+    /// Events to record once the patch is written, besides condition transitions (budget thresholds).
+    pub announcements: Vec<Announcement>,
+}
+
+/// An Event that is not a condition transition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    pub warning: bool,
+    pub reason: &'static str,
+    /// The Event's action. Events with the same reason and action about one object are merged into a
+    /// series by the recorder, so distinct announcements need distinct actions.
+    pub action: String,
+    pub note: String,
 }

@@ -1,6 +1,7 @@
-//! Writes the status of every resource after each publication: computes it with the kind's pure
-//! `status::compute`, patches only what changed (several patches in flight), and records an Event for
-//! each condition transition.
+//! Writes the status of every resource after each publication and each new usage view (at most one
+//! per usage status interval): computes it with the kind's pure `status::compute`, patches only what
+//! changed (several patches in flight), and records an Event for each condition transition and each
+//! announcement (a budget threshold).
 //!
 //! It runs beside the publisher, so a large status backlog never delays the next publication; a newer
 //! plan simply starts the next pass.
@@ -17,6 +18,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sluice_crds::conditions::THRESHOLD_REACHED;
 use sluice_crds::v1alpha1::{Budget, LLMRoute, VirtualKey};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +29,7 @@ use super::{Context, budget, llm_route, virtual_key};
 use crate::error::{Error, is_status, object as object_name};
 use crate::metrics::{Outcome, Scope};
 use crate::stores::Cache;
+use crate::usage::UsageView;
 
 /// A kind whose status the operator writes.
 pub trait StatusKind:
@@ -40,28 +43,48 @@ pub trait StatusKind:
     + 'static
 {
     const SCOPE: Scope;
-    /// The status change this object needs under `plan`, if any.
-    fn compute(&self, plan: &StatusPlan, now: DateTime<Utc>) -> Option<StatusChange>;
+    /// The status change this object needs under `plan` and `usage`, if any.
+    fn compute(
+        &self,
+        plan: &StatusPlan,
+        usage: &UsageView,
+        now: DateTime<Utc>,
+    ) -> Option<StatusChange>;
 }
 
 impl StatusKind for LLMRoute {
     const SCOPE: Scope = Scope::LLMRoute;
-    fn compute(&self, plan: &StatusPlan, now: DateTime<Utc>) -> Option<StatusChange> {
-        llm_route::status::compute(self, plan, now)
+    fn compute(
+        &self,
+        plan: &StatusPlan,
+        usage: &UsageView,
+        now: DateTime<Utc>,
+    ) -> Option<StatusChange> {
+        llm_route::status::compute(self, plan, usage, now)
     }
 }
 
 impl StatusKind for VirtualKey {
     const SCOPE: Scope = Scope::VirtualKey;
-    fn compute(&self, plan: &StatusPlan, now: DateTime<Utc>) -> Option<StatusChange> {
-        virtual_key::status::compute(self, plan, now)
+    fn compute(
+        &self,
+        plan: &StatusPlan,
+        usage: &UsageView,
+        now: DateTime<Utc>,
+    ) -> Option<StatusChange> {
+        virtual_key::status::compute(self, plan, usage, now)
     }
 }
 
 impl StatusKind for Budget {
     const SCOPE: Scope = Scope::Budget;
-    fn compute(&self, plan: &StatusPlan, now: DateTime<Utc>) -> Option<StatusChange> {
-        budget::status::compute(self, plan, now)
+    fn compute(
+        &self,
+        plan: &StatusPlan,
+        usage: &UsageView,
+        now: DateTime<Utc>,
+    ) -> Option<StatusChange> {
+        budget::status::compute(self, plan, usage, now)
     }
 }
 
@@ -92,10 +115,11 @@ impl<K: Resource + Clone> Written<K> {
     }
 }
 
-/// Writes statuses for each new plan until `cancel` fires.
+/// Writes statuses for each new plan or usage view until `cancel` fires.
 pub async fn run(
     ctx: Arc<Context>,
     mut plans: watch::Receiver<Option<Arc<StatusPlan>>>,
+    mut usage: watch::Receiver<Arc<UsageView>>,
     cancel: CancellationToken,
 ) {
     let mut routes = Written::<LLMRoute>(HashMap::new());
@@ -105,13 +129,15 @@ pub async fn run(
         tokio::select! {
             () = cancel.cancelled() => return,
             changed = plans.changed() => if changed.is_err() { return },
+            changed = usage.changed() => if changed.is_err() { return },
         }
         let Some(plan) = plans.borrow_and_update().clone() else {
             continue;
         };
-        write_all(&ctx, &ctx.caches.budgets, &plan, &mut budgets).await;
-        write_all(&ctx, &ctx.caches.routes, &plan, &mut routes).await;
-        write_all(&ctx, &ctx.caches.keys, &plan, &mut keys).await;
+        let view = usage.borrow_and_update().clone();
+        write_all(&ctx, &ctx.caches.budgets, &plan, &view, &mut budgets).await;
+        write_all(&ctx, &ctx.caches.routes, &plan, &view, &mut routes).await;
+        write_all(&ctx, &ctx.caches.keys, &plan, &view, &mut keys).await;
     }
 }
 
@@ -119,15 +145,16 @@ async fn write_all<K: StatusKind>(
     ctx: &Context,
     cache: &Cache<K>,
     plan: &StatusPlan,
+    usage: &UsageView,
     written: &mut Written<K>,
 ) {
     let started = tokio::time::Instant::now();
-    let now = Utc::now();
+    let now = ctx.clock.now();
     let mut unchanged = 0usize;
     let mut changes = Vec::new();
     for cached in cache.all() {
         let current = written.current(&cached);
-        match current.compute(plan, now) {
+        match current.compute(plan, usage, now) {
             Some(change) => changes.push((
                 cached.resource_version().unwrap_or_default(),
                 current,
@@ -150,6 +177,7 @@ async fn write_all<K: StatusKind>(
         match result {
             Ok(Some(patched)) => {
                 ctx.metrics.reconciled(K::SCOPE, Outcome::changed);
+                ctx.metrics.status_patched(K::SCOPE);
                 let key = format!(
                     "{}/{}",
                     patched.namespace().unwrap_or_default(),
@@ -191,7 +219,11 @@ async fn patch<K: StatusKind>(
             });
         }
     };
-    for transition in transitions(&change.before, &change.after) {
+    // Thresholds are announced below, once each per window, not as condition transitions.
+    for transition in transitions(&change.before, &change.after)
+        .into_iter()
+        .filter(|transition| transition.type_ != THRESHOLD_REACHED)
+    {
         let status = if transition.status { "True" } else { "False" };
         tracing::info!(
             kind = kind_name::<K>(),
@@ -215,6 +247,30 @@ async fn patch<K: StatusKind>(
                 transition.type_, transition.message
             ))),
             action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(error = %error, "could not record an Event");
+        }
+    }
+    for announcement in &change.announcements {
+        tracing::info!(
+            kind = kind_name::<K>(),
+            %namespace,
+            %name,
+            reason = announcement.reason,
+            note = %announcement.note,
+            "announced"
+        );
+        let event = Event {
+            type_: if announcement.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: announcement.reason.to_owned(),
+            note: Some(event_note(&announcement.note)),
+            action: announcement.action.clone(),
             secondary: None,
         };
         if let Err(error) = ctx.recorder.publish(&event, &object.object_ref(&())).await {

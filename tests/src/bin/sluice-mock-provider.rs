@@ -36,7 +36,8 @@ struct Args {
     /// Keep a log of requests in memory (grows without bound; for short manual sessions only).
     #[arg(long, env = "MOCK_RECORD")]
     record: bool,
-    /// Accept requests the real providers would reject (no validation of fields and conversation rules).
+    /// Accept requests the real providers would reject (no validation of fields and conversation rules;
+    /// a missing key is fine, as on keyless OpenAI-compatible servers).
     #[arg(long, env = "MOCK_LENIENT")]
     lenient: bool,
 }

@@ -31,6 +31,7 @@ mod kubectl;
 mod namespace;
 mod private_file;
 mod process;
+mod usage;
 mod wait;
 
 pub use binaries::{
@@ -43,4 +44,7 @@ pub use credentials::{ADMIN_USER, NON_ADMIN_GROUP, NON_ADMIN_USER};
 pub use kubectl::{Kubectl, KubectlOutput};
 pub use namespace::{TEST_NAMESPACE_LABEL, TestNamespace};
 pub use process::{ManagedProcess, free_loopback_port};
+pub use usage::{
+    Answer, EmbeddedOperator, ReportingGateway, TestReporter, usage_operator_settings,
+};
 pub use wait::wait_for;

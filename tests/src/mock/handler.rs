@@ -195,7 +195,9 @@ fn decide(
         &parts.headers,
         query,
         shared.expected_key(route.provider).as_deref(),
-    ) {
+    ) && (config.strict || !matches!(failure, wire::Failure::MissingKey))
+    {
+        // Lenient mode also plays keyless OpenAI-compatible servers (vLLM, Ollama): no key is fine there.
         return reject(wire::failure(&ctx, &failure));
     }
     if config.strict

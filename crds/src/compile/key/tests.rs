@@ -107,6 +107,21 @@ fn each_invalid_key_spec_names_its_field() {
             "spec.rotation: applies to generated keys",
         ),
         (
+            "k",
+            "deniedModels: ['']",
+            "spec.deniedModels[0]: must not be empty",
+        ),
+        (
+            "k",
+            "guardrails: {maxTokens: 0}",
+            "spec.guardrails.maxTokens: must be between 1 and 4294967295, got 0",
+        ),
+        (
+            "k",
+            "guardrails: {maxPromptTokens: 0}",
+            "spec.guardrails.maxPromptTokens: must be at least 1, got 0",
+        ),
+        (
             long_name.as_str(),
             "{}",
             "metadata.name: is too long to name the generated Secret; use at most 242 characters",
@@ -140,4 +155,17 @@ fn a_valid_key_spec_keeps_its_scopes() {
         Some(60)
     );
     assert_eq!((config.expires_at, config.disabled), (None, false));
+}
+
+#[test]
+fn deny_lists_and_caps_compile_to_the_key() {
+    let spec = "{deniedModels: [support, ' support'], guardrails: {maxTokens: 256, maxPromptTokens: 4000}}";
+    let key = key("team-a", "ci", spec);
+    let config =
+        compile_spec(&ObjectRef::of(Kind::VirtualKey, &key.metadata), &key.spec).expect("valid");
+    assert_eq!(config.denied_models, vec!["support"]);
+    assert_eq!(
+        (config.max_tokens, config.max_prompt_tokens),
+        (Some(256), Some(4000))
+    );
 }

@@ -252,6 +252,19 @@ fn each_invalid_spec_names_its_field() {
         ("model: m\nbackends: [{name: a, provider: openai-compatible, model: x, endpoint: 'http://h', pricing: {inputPerMillion: -1, outputPerMillion: 1}}]".into(), "spec.backends[0].pricing.inputPerMillion: must be a number of at least 0, got -1"),
         ("model: m\nstrategy: weighted\nbackends: [{name: a, provider: openai-compatible, model: x, endpoint: 'http://h', weight: 0}]".into(), "spec.backends: strategy weighted needs at least one backend with a weight above 0"),
         ("model: m\nstrategy: lowest-cost\nbackends: [{name: a, provider: openai-compatible, model: x, endpoint: 'http://h'}]".into(), "spec.backends[0].pricing: strategy lowest-cost needs a price and the built-in table has none for openai-compatible model \"x\""),
+        (format!("model: m\nbackends: [{b}]\nguardrails: {{maxTokens: 0}}"), "spec.guardrails.maxTokens: must be between 1 and 4294967295, got 0"),
+        (format!("model: m\nbackends: [{b}]\nguardrails: {{maxPromptTokens: 0}}"), "spec.guardrails.maxPromptTokens: must be at least 1"),
+        (format!("model: m\nbackends: [{b}]\nguardrails: {{blockedPatterns: [{{name: x, regex: '['}}]}}"), "spec.guardrails.blockedPatterns[0].regex: regex parse error"),
+        (format!("model: m\nbackends: [{b}]\nguardrails: {{blockedPatterns: [{{name: x, regex: a}}, {{name: x, regex: b}}]}}"), "spec.guardrails.blockedPatterns[1].name: \"x\" is already the name of blockedPatterns[0]"),
+        (format!("model: m\nbackends: [{b}]\nstickiness: {{}}"), "spec.stickiness: applies to the weighted strategy"),
+        (format!("model: m\nstrategy: weighted\nbackends: [{b}]\nstickiness: {{by: header}}"), "spec.stickiness.header: stickiness by header needs the header name"),
+        (format!("model: m\nstrategy: weighted\nbackends: [{b}]\nstickiness: {{by: header, header: 'x user'}}"), "spec.stickiness.header: \"x user\" is not a valid HTTP header name"),
+        (format!("model: m\nbackends: [{b}]\nshadow: {{percent: 5, backend: {b}}}"), "spec.shadow.backend.name: \"openai\" is already the name of a route backend"),
+        (format!("model: m\nbackends: [{b}]\nshadow: {{percent: 0, backend: {{name: s, provider: openai-compatible, model: x, endpoint: 'http://h'}}}}"), "spec.shadow.percent: must be between 1 and 100, got 0"),
+        (format!("model: m\nbackends: [{b}]\nshadow: {{percent: 5, backend: {{name: s, provider: anthropic, model: x}}}}"), "spec.shadow.backend.credentialsRef: provider anthropic needs credentialsRef"),
+        (format!("model: m\nbackends: [{b}]\ncache: {{semantic: {{embeddingModel: e, threshold: 0.2}}}}"), "spec.cache.semantic.threshold: must be between 0.5 and 1, got 0.2"),
+        (format!("model: m\nbackends: [{b}]\ncache: {{semantic: {{embeddingModel: e, maxEntries: 0}}}}"), "spec.cache.semantic.maxEntries: must be between 1 and 100000, got 0"),
+        (format!("model: m\nbackends: [{b}]\ncache: {{semantic: {{embeddingModel: ' '}}}}"), "spec.cache.semantic.embeddingModel: must not be empty"),
     ];
     for (spec, expected) in cases {
         let problem = compile_one(&spec).expect_err(&spec);
@@ -293,4 +306,62 @@ fn hedge_delay_is_fixed_or_the_observed_p95() {
             max_percent: 10
         })
     );
+}
+
+#[test]
+fn guardrails_stickiness_and_shadow_compile_to_their_runtime_form() {
+    let spec = format!(
+        "model: m\nstrategy: weighted\nbackends: [{OPENAI}]\n\
+         guardrails: {{maxPromptTokens: 8000, maxTokens: 512, blockedPatterns: [{{name: code, regex: 'secret'}}]}}\n\
+         stickiness: {{by: header, header: X-User-Id}}\n\
+         shadow: {{percent: 10, backend: {{name: candidate, provider: openai-compatible, model: llama, endpoint: 'http://vllm:8000/v1', region: eu}}}}"
+    );
+    let config = compile_one(&spec).unwrap();
+    assert_eq!(
+        config.guardrails,
+        Some(GuardrailsConfig {
+            max_prompt_tokens: Some(8000),
+            max_tokens: Some(512),
+            blocked_patterns: vec![PiiPattern {
+                name: "code".into(),
+                regex: "secret".into()
+            }],
+        })
+    );
+    assert_eq!(
+        config.stickiness,
+        Some(StickinessConfig {
+            by: StickyBy::Header,
+            header: Some("x-user-id".into()),
+        })
+    );
+    let shadow = config.shadow.unwrap();
+    assert_eq!(shadow.percent, 10);
+    assert_eq!(shadow.backend.name, "candidate");
+    assert_eq!(shadow.backend.endpoint, "http://vllm:8000/v1");
+    assert_eq!(shadow.backend.region.as_deref(), Some("eu"));
+    assert!(
+        config.backends.iter().all(|b| b.name != "candidate"),
+        "never a candidate"
+    );
+
+    let semantic = compile_one(&format!(
+        "model: m\nbackends: [{OPENAI}]\ncache: {{semantic: {{embeddingModel: embed}}}}"
+    ))
+    .unwrap();
+    assert_eq!(
+        semantic.semantic_cache,
+        Some(SemanticCacheConfig {
+            embedding_model: "embed".into(),
+            threshold: 0.95,
+            max_entries: 1_000,
+        })
+    );
+
+    let plain = compile_one(&format!("model: m\nbackends: [{OPENAI}]")).unwrap();
+    assert_eq!(
+        (plain.guardrails, plain.stickiness, plain.shadow.is_none()),
+        (None, None, true)
+    );
+    assert_eq!(plain.semantic_cache, None);
 }

@@ -1,4 +1,5 @@
-//! Pure status of an LLMRoute: the standard conditions and `backendsReady`.
+//! Pure status of an LLMRoute: the standard conditions, usage totals and per-backend health from gateway
+//! reports, and `backendsReady` (backends whose circuit is not open).
 
 use chrono::{DateTime, Utc};
 use kube::ResourceExt as _;
@@ -8,41 +9,69 @@ use sluice_crds::v1alpha1::LLMRoute;
 
 use crate::controllers::conditions::{merge, standard};
 use crate::controllers::status::{StatusChange, StatusPlan};
+use crate::usage::UsageView;
+use crate::usage::health::is_ready;
 
 /// The status change for `route`, or `None` when its status is already right (or it was not compiled).
-pub fn compute(route: &LLMRoute, plan: &StatusPlan, now: DateTime<Utc>) -> Option<StatusChange> {
+pub fn compute(
+    route: &LLMRoute,
+    plan: &StatusPlan,
+    usage: &UsageView,
+    now: DateTime<Utc>,
+) -> Option<StatusChange> {
     let namespace = route.namespace().unwrap_or_default();
+    let id = object_id(&namespace, &route.name_any());
     let outcome = plan.outcome(Kind::LLMRoute, &namespace, &route.name_any())?;
-    let in_snapshot = plan.in_snapshot(Kind::LLMRoute, &object_id(&namespace, &route.name_any()));
+    let in_snapshot = plan.in_snapshot(Kind::LLMRoute, &id);
     let existing = route.status.clone().unwrap_or_default();
     let wanted = standard(outcome, in_snapshot, &plan.publication, &plan.gateway);
     let generation = route.metadata.generation;
     let mut desired = existing.clone();
     desired.observed_generation = generation;
     desired.conditions = merge(&existing.conditions, &wanted, generation, now);
-    // Health reports from gateways refine this later; until then a published route counts every
-    // backend as ready.
+    // Backends the gateways report, in spec order; a backend nobody reported is ready (its circuit
+    // is closed wherever it was tried, or it was not tried).
+    let reported = usage.backends.get(&id);
+    desired.backends = route
+        .spec
+        .backends
+        .iter()
+        .filter_map(|backend| reported?.get(&backend.name).cloned())
+        .collect();
     let total = route.spec.backends.len();
     let ready = if in_snapshot && outcome.published() {
         total
+            - desired
+                .backends
+                .iter()
+                .filter(|health| !is_ready(health))
+                .count()
     } else {
         0
     };
     desired.backends_ready = Some(format!("{ready}/{total}"));
+    if let Some(totals) = usage.routes.get(&id) {
+        desired.usage = Some(totals.clone());
+    }
     if desired == existing {
         return None;
     }
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "status": {
             "observedGeneration": desired.observed_generation,
             "conditions": desired.conditions,
             "backendsReady": desired.backends_ready,
+            "backends": desired.backends,
         }
     });
+    if let Some(totals) = &desired.usage {
+        patch["status"]["usage"] = serde_json::json!(totals);
+    }
     Some(StatusChange {
         patch,
         before: existing.conditions,
         after: desired.conditions,
+        announcements: Vec::new(),
     })
 }
 
@@ -103,7 +132,13 @@ mod tests {
             accepted: Ok(()),
             resolved_refs: Ok(()),
         };
-        let change = compute(&route(), &plan(ok.clone(), true), now()).expect("a change");
+        let change = compute(
+            &route(),
+            &plan(ok.clone(), true),
+            &UsageView::default(),
+            now(),
+        )
+        .expect("a change");
         let status = &change.patch["status"];
         assert_eq!(status["observedGeneration"], 3);
         assert_eq!(status["backendsReady"], "2/2");
@@ -123,6 +158,7 @@ mod tests {
             compute(
                 &applied,
                 &plan(ok, true),
+                &UsageView::default(),
                 now() + chrono::Duration::hours(1)
             ),
             None,
@@ -139,7 +175,8 @@ mod tests {
                 message: "Secret team-a/s not found".into(),
             }),
         };
-        let change = compute(&route(), &plan(broken, false), now()).expect("a change");
+        let change = compute(&route(), &plan(broken, false), &UsageView::default(), now())
+            .expect("a change");
         assert_eq!(change.patch["status"]["backendsReady"], "0/2");
         let ready = change
             .after
@@ -167,9 +204,38 @@ mod tests {
                     },
                     true
                 ),
+                &UsageView::default(),
                 now()
             ),
             None
         );
+    }
+
+    #[test]
+    fn an_open_circuit_shows_in_the_backend_health_and_backends_ready() {
+        let ok = Outcome {
+            accepted: Ok(()),
+            resolved_refs: Ok(()),
+        };
+        let mut view = UsageView::default();
+        view.backends.insert(
+            "team-a/chat".into(),
+            BTreeMap::from([(
+                "b".to_owned(),
+                sluice_crds::v1alpha1::BackendHealth {
+                    name: "b".into(),
+                    circuit: Some("Open".into()),
+                    error_rate: Some(1.0),
+                    last_error: Some("upstream_5xx".into()),
+                    ..Default::default()
+                },
+            )]),
+        );
+        let change = compute(&route(), &plan(ok, true), &view, now()).expect("a change");
+        let status = &change.patch["status"];
+        assert_eq!(status["backendsReady"], "1/2");
+        assert_eq!(status["backends"][0]["name"], "b");
+        assert_eq!(status["backends"][0]["circuit"], "Open");
+        assert_eq!(status["backends"][0]["lastError"], "upstream_5xx");
     }
 }

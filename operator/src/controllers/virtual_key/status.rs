@@ -1,5 +1,6 @@
 //! Pure status of a VirtualKey: the standard conditions (with `Disabled` / `Expired` as the reason of a
-//! published key that the gateway refuses), the key Secret's name and the key's display prefix.
+//! published key that the gateway refuses), the key Secret's name, the key's display prefix and its
+//! usage totals from gateway reports.
 
 use chrono::{DateTime, Utc};
 use kube::ResourceExt as _;
@@ -10,9 +11,15 @@ use sluice_crds::v1alpha1::VirtualKey;
 
 use crate::controllers::conditions::{Wanted, merge, standard, to_time};
 use crate::controllers::status::{StatusChange, StatusPlan};
+use crate::usage::UsageView;
 
 /// The status change for `key`, or `None` when its status is already right (or it was not compiled).
-pub fn compute(key: &VirtualKey, plan: &StatusPlan, now: DateTime<Utc>) -> Option<StatusChange> {
+pub fn compute(
+    key: &VirtualKey,
+    plan: &StatusPlan,
+    usage: &UsageView,
+    now: DateTime<Utc>,
+) -> Option<StatusChange> {
     let namespace = key.namespace().unwrap_or_default();
     let id = object_id(&namespace, &key.name_any());
     let outcome = plan.outcome(Kind::VirtualKey, &namespace, &key.name_any())?;
@@ -33,10 +40,14 @@ pub fn compute(key: &VirtualKey, plan: &StatusPlan, now: DateTime<Utc>) -> Optio
     desired.key_prefix = facts.key_prefix;
     desired.rotation_generation = facts.rotation_generation;
     desired.previous_key_expires_at = facts.previous_key_expires_at.map(to_time);
+    // Keys without reports keep what they show (the ledger may have been reset by hand).
+    if let Some(totals) = usage.keys.get(&id) {
+        desired.usage = Some(totals.clone());
+    }
     if desired == existing {
         return None;
     }
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "status": {
             "observedGeneration": desired.observed_generation,
             "conditions": desired.conditions,
@@ -46,10 +57,14 @@ pub fn compute(key: &VirtualKey, plan: &StatusPlan, now: DateTime<Utc>) -> Optio
             "previousKeyExpiresAt": desired.previous_key_expires_at,
         }
     });
+    if let Some(totals) = &desired.usage {
+        patch["status"]["usage"] = serde_json::json!(totals);
+    }
     Some(StatusChange {
         patch,
         before: existing.conditions,
         after: desired.conditions,
+        announcements: Vec::new(),
     })
 }
 
@@ -153,7 +168,13 @@ mod tests {
             rotation_generation: Some(1),
             previous_key_expires_at: Some(now() + chrono::Duration::hours(1)),
         };
-        let change = compute(&key(serde_json::json!({})), &plan(facts), now()).expect("a change");
+        let change = compute(
+            &key(serde_json::json!({})),
+            &plan(facts),
+            &UsageView::default(),
+            now(),
+        )
+        .expect("a change");
         let status = &change.patch["status"];
         assert_eq!(status["secretName"], "ci-sluice-key");
         assert_eq!(status["keyPrefix"], "sk-sluice-AbCd");
@@ -170,6 +191,7 @@ mod tests {
         let disabled = compute(
             &key(serde_json::json!({"disabled": true})),
             &plan(KeyFacts::default()),
+            &UsageView::default(),
             now(),
         )
         .expect("change");
@@ -178,7 +200,13 @@ mod tests {
             ("True".into(), reason::DISABLED.into())
         );
         let expired = key(serde_json::json!({"expiresAt": "2024-12-31T00:00:00Z"}));
-        let change = compute(&expired, &plan(KeyFacts::default()), now()).expect("change");
+        let change = compute(
+            &expired,
+            &plan(KeyFacts::default()),
+            &UsageView::default(),
+            now(),
+        )
+        .expect("change");
         assert_eq!(
             ready_reason(&change),
             ("True".into(), reason::EXPIRED.into())
@@ -193,5 +221,44 @@ mod tests {
             )
         );
         assert_eq!(next_expiry(&expired, now()), None);
+    }
+
+    #[test]
+    fn usage_totals_appear_and_a_key_without_reports_keeps_its_figures() {
+        let mut view = UsageView::default();
+        let totals = sluice_crds::v1alpha1::UsageTotals {
+            requests: 7,
+            input_tokens: 700,
+            output_tokens: 70,
+            cost_usd: 0.0123,
+            last_used_at: Some(to_time(now())),
+        };
+        view.keys.insert("team-a/ci".into(), totals.clone());
+        let change = compute(
+            &key(serde_json::json!({})),
+            &plan(KeyFacts::default()),
+            &view,
+            now(),
+        )
+        .expect("change");
+        assert_eq!(change.patch["status"]["usage"]["requests"], 7);
+        assert_eq!(change.patch["status"]["usage"]["costUSD"], 0.0123);
+        let mut applied = key(serde_json::json!({}));
+        applied.status =
+            Some(serde_json::from_value(change.patch["status"].clone()).expect("status"));
+        assert_eq!(
+            compute(&applied, &plan(KeyFacts::default()), &view, now()),
+            None
+        );
+        assert_eq!(
+            compute(
+                &applied,
+                &plan(KeyFacts::default()),
+                &UsageView::default(),
+                now()
+            ),
+            None,
+            "no report since the ledger was reset: keep the figures"
+        );
     }
 }
