@@ -11,14 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use chrono::{TimeZone as _, Utc};
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client, Resource};
+use kube::api::ListParams;
+use kube::{Api, Client};
 use rand::{Rng as _, SeedableRng as _};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sluice_crds::conditions::{READY, reason};
 use sluice_crds::usage::{
@@ -27,8 +24,8 @@ use sluice_crds::usage::{
 use sluice_crds::v1alpha1::{Budget, LLMRoute, VirtualKey};
 use sluice_operator::usage::ShiftedClock;
 use sluice_tests::harness::{
-    Answer, ControlPlane, EmbeddedOperator, FIELD_MANAGER, TestNamespace, TestReporter,
-    install_crds, usage_operator_settings, wait_for,
+    Answer, ControlPlane, EmbeddedOperator, TestNamespace, TestReporter, install_crds,
+    server_side_apply as apply, usage_operator_settings, wait_for,
 };
 
 /// Time for the operator to publish, lead, or fold into status (well under a second normally; the
@@ -44,32 +41,6 @@ async fn setup(prefix: &str) -> Result<(Client, TestNamespace)> {
     install_crds(&client).await?;
     let namespace = TestNamespace::new(&client, prefix).await?;
     Ok((client, namespace))
-}
-
-async fn apply<K>(client: &Client, manifest: Value) -> Result<K>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-{
-    let namespace = manifest["metadata"]["namespace"]
-        .as_str()
-        .context("namespace")?
-        .to_owned();
-    let name = manifest["metadata"]["name"]
-        .as_str()
-        .context("name")?
-        .to_owned();
-    Api::<K>::namespaced(client.clone(), &namespace)
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&manifest),
-        )
-        .await
-        .with_context(|| format!("apply {namespace}/{name}"))
 }
 
 /// A provider Secret, a route with two backends, an operator-issued key and a monthly $10 budget (UTC,

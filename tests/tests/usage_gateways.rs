@@ -15,19 +15,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, Resource};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use kube::{Api, Client};
+use serde_json::json;
 use sluice_crds::conditions::READY;
 use sluice_crds::usage::usd;
 use sluice_crds::v1alpha1::{Budget, LLMRoute, VirtualKey};
 use sluice_operator::usage::ShiftedClock;
 use sluice_tests::harness::{
-    ControlPlane, EmbeddedOperator, FIELD_MANAGER, ReportingGateway, TestNamespace,
-    free_loopback_port, install_crds, usage_operator_settings, wait_for,
+    ControlPlane, EmbeddedOperator, ReportingGateway, TestNamespace, free_loopback_port,
+    install_crds, server_side_apply as apply, usage_operator_settings, wait_for,
 };
 use sluice_tests::mock::{MockProvider, Outcome};
 
@@ -37,32 +33,6 @@ const APP_KEY: &str = "sk-sluice-usage-e2e-app-0123456789abcdefghijklmn";
 /// nano-dollars per token, so the expected cost is an exact integer sum.
 const INPUT_NANO: u64 = 1_000;
 const OUTPUT_NANO: u64 = 2_000;
-
-async fn apply<K>(client: &Client, manifest: Value) -> Result<K>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-{
-    let namespace = manifest["metadata"]["namespace"]
-        .as_str()
-        .context("namespace")?
-        .to_owned();
-    let name = manifest["metadata"]["name"]
-        .as_str()
-        .context("name")?
-        .to_owned();
-    Api::<K>::namespaced(client.clone(), &namespace)
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&manifest),
-        )
-        .await
-        .with_context(|| format!("apply {namespace}/{name}"))
-}
 
 /// Two routes (OpenAI and Anthropic backends on the mock), the app key and a monthly budget.
 async fn resources(client: &Client, ns: &str, mock: &MockProvider, limit_usd: f64) -> Result<()> {

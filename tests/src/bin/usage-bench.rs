@@ -16,25 +16,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use chrono::Utc;
 use clap::Parser;
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client, Resource};
+use kube::api::ListParams;
+use kube::{Api, Client};
 use rand::{Rng as _, SeedableRng as _};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice_crds::conditions::READY;
 use sluice_crds::usage::{NanoUsd, UsageDelta, usd};
 use sluice_crds::v1alpha1::{Budget, LLMRoute, VirtualKey};
 use sluice_operator::usage::ShiftedClock;
 use sluice_tests::harness::{
-    ControlPlane, EmbeddedOperator, FIELD_MANAGER, ReportingGateway, TestNamespace, TestReporter,
-    free_loopback_port, install_crds, usage_operator_settings, wait_for,
+    ControlPlane, EmbeddedOperator, ReportingGateway, TestNamespace, TestReporter,
+    free_loopback_port, install_crds, server_side_apply as apply, usage_operator_settings,
+    wait_for,
 };
 use sluice_tests::mock::{MockProvider, Outcome};
 
@@ -92,32 +90,6 @@ fn main() -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     std::io::Write::write_all(&mut stdout, report.as_bytes())?;
     Ok(())
-}
-
-async fn apply<K>(client: &Client, manifest: Value) -> Result<K>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-{
-    let namespace = manifest["metadata"]["namespace"]
-        .as_str()
-        .context("namespace")?
-        .to_owned();
-    let name = manifest["metadata"]["name"]
-        .as_str()
-        .context("name")?
-        .to_owned();
-    Api::<K>::namespaced(client.clone(), &namespace)
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&manifest),
-        )
-        .await
-        .with_context(|| format!("apply {namespace}/{name}"))
 }
 
 /// Sum of every sample of a metric family (all label sets), 0 when absent.

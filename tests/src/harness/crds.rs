@@ -62,6 +62,34 @@ pub fn generated_crds() -> Result<Vec<CustomResourceDefinition>> {
     Ok(crds)
 }
 
+/// Server-side applies one namespaced object given as JSON (`metadata.name` and `metadata.namespace`
+/// required) with the tests' field manager, taking ownership of conflicting fields.
+pub async fn server_side_apply<K>(client: &Client, manifest: serde_json::Value) -> Result<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let namespace = manifest["metadata"]["namespace"]
+        .as_str()
+        .context("namespace")?
+        .to_owned();
+    let name = manifest["metadata"]["name"]
+        .as_str()
+        .context("name")?
+        .to_owned();
+    Api::<K>::namespaced(client.clone(), &namespace)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&manifest),
+        )
+        .await
+        .with_context(|| format!("apply {namespace}/{name}"))
+}
+
 /// Applies every generated CRD and waits until each is `Established`.
 /// Runs once per process; later calls return at once.
 pub async fn install_crds(client: &Client) -> Result<()> {

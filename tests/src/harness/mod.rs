@@ -39,7 +39,9 @@ pub use binaries::{
     locate_kubectl, repo_root,
 };
 pub use control_plane::{ControlPlane, EXISTING_CLUSTER_ENV, KEEP_DIR_ENV};
-pub use crds::{FIELD_MANAGER, crd_manifest_files, generated_crds, install_crds};
+pub use crds::{
+    FIELD_MANAGER, crd_manifest_files, generated_crds, install_crds, server_side_apply,
+};
 pub use credentials::{ADMIN_USER, NON_ADMIN_GROUP, NON_ADMIN_USER};
 pub use kubectl::{Kubectl, KubectlOutput};
 pub use namespace::{TEST_NAMESPACE_LABEL, TestNamespace};
