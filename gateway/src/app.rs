@@ -58,7 +58,8 @@ pub const DEBUG_ROUTE: HeaderName = HeaderName::from_static("x-sluice-route");
 pub const DEBUG_BACKEND: HeaderName = HeaderName::from_static("x-sluice-backend");
 /// Upstream attempts made.
 pub const DEBUG_ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
-/// Cache status: `off` (no response cache on this route), later `hit`, `miss`, `bypass`.
+/// Cache status: `hit`, `miss` or `bypass` on routes with a response cache (always sent there); `off`
+/// elsewhere (with `x-sluice-debug: 1` only).
 pub const DEBUG_CACHE: HeaderName = HeaderName::from_static("x-sluice-cache");
 
 /// Default `--max-body-bytes`: room for a long conversation with a few inline images.
