@@ -263,7 +263,11 @@ pub(crate) fn resolve_route(
 }
 
 /// Layer 10: the candidates in the order to try them.
-pub(crate) fn candidates(route: &Route, key: &Key) -> Result<Vec<usize>, GatewayError> {
+pub(crate) fn candidates(
+    route: &Route,
+    key: &Key,
+    sticky_subject: Option<&str>,
+) -> Result<Vec<usize>, GatewayError> {
     let views: Vec<crate::routing::BackendView<'_>> = route
         .backends
         .iter()
@@ -281,7 +285,14 @@ pub(crate) fn candidates(route: &Route, key: &Key) -> Result<Vec<usize>, Gateway
         route_regions: &route.allowed_regions,
         key_regions: &key.config.allowed_regions,
     };
-    let order = crate::routing::order_candidates(&selection, &route.state.weighted);
+    let order = match sticky_subject {
+        // A sticky split: the subject's backend first (same subject, same backend), the others as fallbacks.
+        Some(subject) => {
+            let names: Vec<&str> = route.backends.iter().map(|b| &*b.name).collect();
+            crate::routing::sticky_order(&selection, &names, &route.id, subject)
+        }
+        None => crate::routing::order_candidates(&selection, &route.state.weighted),
+    };
     if order.is_empty() {
         return Err(GatewayError::NoEligibleBackend {
             route: route.id.to_string(),

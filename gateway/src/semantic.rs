@@ -182,7 +182,8 @@ pub async fn embed(
     request_id: &str,
 ) -> Result<Vec<f32>, &'static str> {
     let route = config.route(model).ok_or("no_embedding_route")?;
-    let candidates = crate::app::candidates(route, key).map_err(|_| "no_embedding_backend")?;
+    let candidates =
+        crate::app::candidates(route, key, None).map_err(|_| "no_embedding_backend")?;
     let request = EmbeddingsRequest {
         model: model.to_owned(),
         input: EmbeddingInput::Text(text),

@@ -15,24 +15,9 @@ const PROVIDER_KEY: &str = "sk-upstream-provider-key-never-leaks";
 fn manifests(mock: &MockProvider) -> String {
     let openai = mock.openai_base_url();
     let root = mock.url();
+    let credentials = sluice_tests::manifests::team_credentials(PROVIDER_KEY, APP_KEY);
     format!(
-        r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: providers, namespace: team}}
-stringData: {{key: {PROVIDER_KEY}}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: app-key, namespace: team}}
-stringData: {{key: {APP_KEY}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: VirtualKey
-metadata: {{name: app, namespace: team}}
-spec:
-  secretRef: {{name: app-key, key: key}}
----
+        r#"{credentials}
 apiVersion: sluice.dev/v1alpha1
 kind: LLMRoute
 metadata: {{name: openai, namespace: team}}

@@ -22,9 +22,7 @@ use crate::metering::{Admission, Prompt};
 use crate::pii::{ChunkRedactor, Redactor};
 use crate::policy_metrics::{Direction, PolicyMetrics};
 use crate::providers::StreamItem;
-use crate::routing::{
-    BackendView, Selection, apply_route_parameters, region_allowed, sticky_order,
-};
+use crate::routing::{apply_route_parameters, region_allowed};
 use crate::upstream::dispatch::{ChatAnswer, Dispatch};
 use crate::upstream::stream::{SseEncoder, StreamEnd, StreamObserver, relay};
 
@@ -68,10 +66,8 @@ fn prepare(
         route.system_prompt_prefix.as_deref(),
     );
     enforce_policy(&exchange.app.metrics.policy, &route, &key, &mut request)?;
-    let candidates = match sticky_subject(&route, &key, headers) {
-        Some(subject) => sticky_candidates(&route, &key, &subject)?,
-        None => candidates(&route, &key)?,
-    };
+    let subject = sticky_subject(&route, &key, headers);
+    let candidates = candidates(&route, &key, subject.as_deref())?;
     let admitted = exchange.app.meter.admit(&Admission {
         request_id: exchange.request_id(),
         key: &key,
@@ -129,36 +125,6 @@ fn sticky_subject(route: &Route, key: &Key, headers: &HeaderMap) -> Option<Strin
         _ => None,
     };
     Some(from_header.unwrap_or_else(|| format!("key:{}", key.id)))
-}
-
-/// Layer 10 for sticky routes: the caller's backend first, the others as fallbacks.
-fn sticky_candidates(route: &Route, key: &Key, subject: &str) -> Result<Vec<usize>, GatewayError> {
-    let views: Vec<BackendView<'_>> = route
-        .backends
-        .iter()
-        .map(|backend| BackendView {
-            priority: backend.priority,
-            weight: backend.weight,
-            region: backend.region.as_deref(),
-            latency: None,
-            price: backend.blended_price,
-        })
-        .collect();
-    let names: Vec<&str> = route.backends.iter().map(|b| &*b.name).collect();
-    let selection = Selection {
-        strategy: route.strategy,
-        backends: &views,
-        route_regions: &route.allowed_regions,
-        key_regions: &key.config.allowed_regions,
-    };
-    let order = sticky_order(&selection, &names, &route.id, subject);
-    if order.is_empty() {
-        return Err(GatewayError::NoEligibleBackend {
-            route: route.id.to_string(),
-            reason: "no backend of the route runs in a region both the route and the key allow",
-        });
-    }
-    Ok(order)
 }
 
 /// A failure to reach any backend of a region-restricted route, when backends outside the allowed

@@ -26,7 +26,7 @@ fn prepare(
     let route = resolve_route(config, &key, &request.model)?;
     exchange.route = Some(route.clone());
     crate::guardrails::screen_embeddings(&exchange.app.metrics.policy, &route, &key, &mut request)?;
-    let candidates = candidates(&route, &key)?;
+    let candidates = candidates(&route, &key, None)?;
     let admitted = exchange.app.meter.admit(&Admission {
         request_id: exchange.request_id(),
         key: &key,
